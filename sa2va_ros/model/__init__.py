@@ -1,0 +1,1 @@
+"""The ROS-free Sa2VA model core (importing it never imports rclpy)."""

