@@ -85,15 +85,21 @@ def _save_mask(out: Path, name: str, mask: np.ndarray) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sa2va", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sa2va", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--model", required=True, help="local checkpoint folder or hub id (e.g. ByteDance/Sa2VA-1B)")
+        p.add_argument(
+            "--model", required=True, help="local checkpoint folder or hub id (e.g. ByteDance/Sa2VA-1B)"
+        )
         p.add_argument("--out", required=True, help="output folder (created)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-        p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU)")
+        p.add_argument(
+            "--dtype", default="auto", help="float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU)"
+        )
         p.add_argument("--max-new-tokens", type=int, default=512)
         return p
 

@@ -101,6 +101,9 @@ def detect_format(config: dict, where: Path | str = "config.json") -> Checkpoint
     """Classify a checkpoint by its ``config.json``; refuse what we cannot run natively."""
     archs = config.get("architectures") or []
     model_type = config.get("model_type", "")
+    # Checked first: the Qwen-format configs also say model_type "sa2va_chat".
+    if "Sa2VAChatModelQwen" in archs or any("Qwen" in a and "Sa2VA" in a for a in archs):
+        return "qwen_vl"
     if "Sa2VAChatModel" in archs or model_type == "sa2va_chat":
         llm = config.get("llm_config") or {}
         llm_archs = llm.get("architectures") or []
@@ -112,8 +115,6 @@ def detect_format(config: dict, where: Path | str = "config.json") -> Checkpoint
             "Sa2VA-26B), which transformers cannot run natively and we do not support yet. "
             f"Supported checkpoints: {', '.join(SUPPORTED_CHECKPOINTS)}."
         )
-    if "Sa2VAChatModelQwen" in archs or any("Qwen" in a and "Sa2VA" in a for a in archs):
-        return "qwen_vl"
     raise UnsupportedModelError(
         f"{where}: architectures={archs!r}, model_type={model_type!r} is not a Sa2VA checkpoint. "
         f"Supported checkpoints: {', '.join(SUPPORTED_CHECKPOINTS)}."

@@ -108,7 +108,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def _load_mllm(
-    info: CheckpointInfo, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype, attn: str | None
+    info: CheckpointInfo,
+    state: dict[str, torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    attn: str | None,
 ) -> MLLM:
     if info.format == "internvl":
         from .internvl import InternVLChat
@@ -122,7 +126,9 @@ def _load_mllm(
 class Sa2VA:
     """A loaded Sa2VA checkpoint. Not thread-safe: serialise calls (the ROS node does)."""
 
-    def __init__(self, info: CheckpointInfo, mllm: MLLM, seg_projection: torch.nn.Module, sam2: Sa2VASam2) -> None:
+    def __init__(
+        self, info: CheckpointInfo, mllm: MLLM, seg_projection: torch.nn.Module, sam2: Sa2VASam2
+    ) -> None:
         self.info = info
         self.mllm = mllm
         self.seg_projection = seg_projection
@@ -154,7 +160,9 @@ class Sa2VA:
         projection = load_seg_projection(
             take_prefix(state, SEG_PROJECTION_PREFIX), mllm.hidden_size, device=dev, dtype=dt
         )
-        sam2 = Sa2VASam2.from_checkpoint(take_prefix(state, SAM2_PREFIX), info.sam2_config, device=dev, dtype=dt)
+        sam2 = Sa2VASam2.from_checkpoint(
+            take_prefix(state, SAM2_PREFIX), info.sam2_config, device=dev, dtype=dt
+        )
         del state
         return cls(info, mllm, projection, sam2)
 
@@ -203,7 +211,9 @@ class Sa2VA:
 
     # -- image tasks -----------------------------------------------------------------------
 
-    def _masks_for(self, image: np.ndarray, g: Grounding, region_mask: np.ndarray | None = None) -> SegmentResult:
+    def _masks_for(
+        self, image: np.ndarray, g: Grounding, region_mask: np.ndarray | None = None
+    ) -> SegmentResult:
         masks: list[np.ndarray] = []
         scores: list[float] = []
         if g.seg_embeddings.shape[0]:

@@ -1,0 +1,712 @@
+"""The Qwen-VL language-model half of Sa2VA (Sa2VA-Qwen2_5-VL-3B/7B, Sa2VA-Qwen3-VL-4B).
+
+The official checkpoints wrap transformers' own ``Qwen2_5_VLForConditionalGeneration`` /
+``Qwen3VLForConditionalGeneration`` under the attribute ``model``, so we load those native
+classes directly (no ``trust_remote_code``): the config is rebuilt from the fields of the
+Sa2VA config (which subclasses the Qwen-VL config) and the weights are renamed with a table.
+
+What the official ``predict_forward`` does, and this adapter reproduces:
+
+* Images go first in the user turn (all of them; a video contributes its keyframes as
+  separate images), then the text with every ``<image>`` removed.
+* Each image is resized twice: once by ``qwen_vl_utils.process_vision_info`` (multiples of 28
+  between 4 and 16384 merged patches) and again by the image processor with
+  ``min_pixels=512*28*28`` / ``max_pixels=2048*28*28``. Both resizes are PIL bicubic.
+* Greedy decoding; the [SEG] hidden states are the last-layer (post final norm) states at the
+  positions whose *input* token is [SEG].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import (
+    SAM2_PREFIX,
+    SEG_PROJECTION_PREFIX,
+    CheckpointInfo,
+    load_state_dict,
+)
+from .errors import CheckpointError, InputError, UnsupportedModelError
+from .generation import greedy_generate
+from .images import as_rgb_uint8
+from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
+from .prompts import SA2VA_ADDED_TOKENS, ensure_image_placeholder, strip_image_placeholder
+
+QwenVariant = Literal["qwen2_5_vl", "qwen3_vl"]
+
+#: Resolution limits the official Sa2VA code hands to the image processor (hard-coded in
+#: ``Sa2VAChatModelQwen.__init__``, not read from the checkpoint).
+SA2VA_MIN_PIXELS = 512 * 28 * 28
+SA2VA_MAX_PIXELS = 2048 * 28 * 28
+
+#: The first resize, done by ``qwen_vl_utils.fetch_image`` with its defaults. The official code
+#: never passes ``image_patch_size``, so the factor is 28 even for Qwen3-VL (patch 16).
+PRE_RESIZE_FACTOR = 28
+PRE_RESIZE_MIN_PIXELS = 4 * 28 * 28
+PRE_RESIZE_MAX_PIXELS = 16384 * 28 * 28
+MAX_ASPECT_RATIO = 200
+
+IMAGE_PAD = "<|image_pad|>"
+IM_END = "<|im_end|>"
+END_OF_TEXT = "<|endoftext|>"
+
+#: Tokens the adapter relies on; a tokenizer without one of them is not a Sa2VA Qwen tokenizer.
+REQUIRED_TOKENS = SA2VA_ADDED_TOKENS + (
+    "<|im_start|>",
+    IM_END,
+    END_OF_TEXT,
+    "<|vision_start|>",
+    "<|vision_end|>",
+    IMAGE_PAD,
+)
+#: Control tokens a user text must not contain: they would desynchronise the image features
+#: from their placeholders (the official code does not check; we refuse clearly).
+FORBIDDEN_IN_TEXT = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+#: Official weight-name prefix -> native transformers prefix. The Sa2VA wrapper keeps the HF
+#: model under ``model``; checkpoints saved by recent transformers (4.52+) use these names.
+KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.model.language_model.", "model.language_model."),
+    ("model.model.visual.", "model.visual."),
+    ("model.lm_head.", "lm_head."),
+)
+#: Names written by transformers < 4.52 (LLM directly under ``model.model``, ViT beside it).
+#: Only read, never written; tried after KEY_PREFIXES.
+LEGACY_KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.visual.", "model.visual."),
+    ("model.model.", "model.language_model."),
+)
+#: Parts of a Sa2VA checkpoint that other modules load.
+OTHER_PARTS = (SAM2_PREFIX, SEG_PROJECTION_PREFIX)
+#: Top-level fields of the Sa2VA config that are not Qwen-VL config fields.
+SA2VA_ONLY_FIELDS = (
+    "architectures",
+    "auto_map",
+    "model_type",
+    "template",
+    "transformers_version",
+    "_name_or_path",
+)
+
+EMBED_KEY = "model.language_model.embed_tokens.weight"
+LM_HEAD_KEY = "lm_head.weight"
+
+
+# --------------------------------------------------------------------------- config / weights
+
+
+def detect_variant(config: Mapping) -> QwenVariant:
+    """Tell Qwen2.5-VL from Qwen3-VL by the sub-config model types (or their telltale fields)."""
+    vision = config.get("vision_config") or {}
+    text = config.get("text_config") or {}
+    types = {str(vision.get("model_type", "")), str(text.get("model_type", ""))}
+    if types & {"qwen3_vl", "qwen3_vl_text"} or "deepstack_visual_indexes" in vision:
+        return "qwen3_vl"
+    if types & {"qwen2_5_vl", "qwen2_5_vl_text"} or "fullatt_block_indexes" in vision:
+        return "qwen2_5_vl"
+    raise UnsupportedModelError(
+        f"config.json describes a Sa2VA Qwen-format model whose vision tower is "
+        f"'{vision.get('model_type', '?')}' and language model '{text.get('model_type', '?')}'; only "
+        "Qwen2.5-VL (Sa2VA-Qwen2_5-VL-3B/7B) and Qwen3-VL (Sa2VA-Qwen3-VL-4B) are supported."
+    )
+
+
+def native_config(config: Mapping, attn_implementation: str | None = None):
+    """Build the transformers Qwen-VL config from the official Sa2VA config's fields."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    variant = detect_variant(config)
+    fields = {k: v for k, v in config.items() if k not in SA2VA_ONLY_FIELDS}
+    cls = Qwen3VLConfig if variant == "qwen3_vl" else Qwen2_5_VLConfig
+    try:
+        native = cls(**fields)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"config.json cannot be read as a {cls.__name__}: {exc}") from exc
+    if attn_implementation is not None:
+        native._attn_implementation = attn_implementation
+    return native
+
+
+def _is_tied(native) -> bool:
+    # The rule transformers (and so the official code) applies: the text config's flag.
+    return bool(getattr(native.get_text_config(decoder=True), "tie_word_embeddings", False))
+
+
+def to_native_names(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename the MLLM weights of a Sa2VA state dict; return (renamed, names we cannot place).
+
+    Weights of the other parts (SAM-2, text_hidden_fcs) are skipped: other modules own them.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        if key.startswith(OTHER_PARTS):
+            continue
+        for official, native in KEY_PREFIXES + LEGACY_KEY_PREFIXES:
+            if key.startswith(official):
+                renamed[native + key[len(official) :]] = value
+                break
+        else:
+            unknown.append(key)
+    return renamed, unknown
+
+
+def to_official_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`to_native_names` for the current layout (used to write checkpoints)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for official, native in KEY_PREFIXES:
+            if key.startswith(native):
+                out[official + key[len(native) :]] = value
+                break
+        else:
+            raise KeyError(f"no official name for native weight {key}")
+    return out
+
+
+def build_model(
+    config: Mapping,
+    state: Mapping[str, torch.Tensor],
+    *,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+):
+    """Instantiate the native Qwen-VL model from the official config and (full) state dict.
+
+    Strict: every MLLM weight must be used and every model weight present, else
+    CheckpointError listing them (never silently random weights).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    native = native_config(config, attn_implementation)
+    cls = (
+        Qwen3VLForConditionalGeneration
+        if detect_variant(config) == "qwen3_vl"
+        else Qwen2_5_VLForConditionalGeneration
+    )
+    weights, unknown = to_native_names(state)
+    if _is_tied(native) and LM_HEAD_KEY in weights and EMBED_KEY not in weights:
+        # A tied checkpoint may have kept either name when saving shared tensors.
+        weights[EMBED_KEY] = weights[LM_HEAD_KEY]
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # we report missing weights ourselves, as an error
+    try:
+        model, info = cls.from_pretrained(
+            None,
+            config=native,
+            state_dict=weights,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info["missing_keys"])
+    unexpected = sorted(unknown + list(info["unexpected_keys"]))
+    mismatched = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in info["mismatched_keys"]]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"The Qwen-VL weights do not match the model described by config.json: "
+            f"{len(missing)} missing {missing[:20]}, {len(unexpected)} unexpected {unexpected[:20]}, "
+            f"{len(mismatched)} with another shape {mismatched[:20]}. The checkpoint is incomplete or "
+            "not a Sa2VA Qwen-VL checkpoint."
+        )
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- processor pieces
+
+
+def load_chat_template(path: Path, tokenizer) -> str:
+    """The chat template the official processor would use: chat_template.jinja, then
+    chat_template.json, then the tokenizer's own."""
+    jinja = path / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text()
+    as_json = path / "chat_template.json"
+    if as_json.exists():
+        try:
+            return json.loads(as_json.read_text())["chat_template"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{as_json} has no readable 'chat_template' ({exc}).") from exc
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    raise CheckpointError(
+        f"{path} has no chat template (chat_template.jinja, chat_template.json or in "
+        "tokenizer_config.json): the processor files are missing; download the model again."
+    )
+
+
+def check_special_tokens(tokenizer, where: Path | str) -> dict[str, int]:
+    """Return the ids of REQUIRED_TOKENS or raise CheckpointError naming the missing ones."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in REQUIRED_TOKENS if t not in vocab]
+    if missing:
+        raise CheckpointError(
+            f"The tokenizer in {where} lacks Sa2VA's special tokens {missing}: it is the plain "
+            "Qwen-VL tokenizer, not a Sa2VA one. Use the tokenizer files of the Sa2VA checkpoint."
+        )
+    return {t: vocab[t] for t in REQUIRED_TOKENS}
+
+
+def pre_resize_size(height: int, width: int) -> tuple[int, int]:
+    """Size (h, w) that ``qwen_vl_utils.fetch_image`` gives an image before the processor.
+
+    Hand-written because qwen_vl_utils imports torchvision (unusable here); it is the
+    documented smart-resize rule: round each side to a multiple of 28, then scale to fit
+    the pixel budget, keeping the aspect ratio.
+    """
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise InputError(
+            f"The image is {width}x{height}: its aspect ratio is above {MAX_ASPECT_RATIO}, which "
+            "Qwen-VL cannot take. Crop it first."
+        )
+    f = PRE_RESIZE_FACTOR
+    h = max(f, round(height / f) * f)
+    w = max(f, round(width / f) * f)
+    if h * w > PRE_RESIZE_MAX_PIXELS:
+        beta = math.sqrt(height * width / PRE_RESIZE_MAX_PIXELS)
+        h = math.floor(height / beta / f) * f
+        w = math.floor(width / beta / f) * f
+    elif h * w < PRE_RESIZE_MIN_PIXELS:
+        beta = math.sqrt(PRE_RESIZE_MIN_PIXELS / (height * width))
+        h = math.ceil(height * beta / f) * f
+        w = math.ceil(width * beta / f) * f
+    return h, w
+
+
+def pre_resize(image: np.ndarray) -> Image.Image:
+    """The first (qwen_vl_utils) resize, PIL bicubic as there (PIL's default for RGB)."""
+    pil = Image.fromarray(image)  # (H, W, 3) uint8 -> RGB
+    h, w = pre_resize_size(image.shape[0], image.shape[1])
+    return pil.resize((w, h), Image.BICUBIC)
+
+
+def _check_text(text: str, what: str) -> None:
+    bad = [t for t in FORBIDDEN_IN_TEXT if t in text]
+    if bad:
+        raise InputError(f"The {what} contains the control token(s) {bad}; remove them.")
+
+
+def build_messages(text: str, n_images: int, history: Sequence[Turn] = ()) -> list[dict]:
+    """Chat messages in the official layout: images first, then the text without ``<image>``.
+
+    ``history`` becomes earlier user/assistant turns (text only). The official Qwen code has
+    no multi-turn path with images (its ``past_text`` is only used for text-only prompts);
+    separate turns are what the chat template is made for.
+    """
+    messages: list[dict] = []
+    for i, turn in enumerate(history):
+        _check_text(turn.user, f"history[{i}].user")
+        _check_text(turn.assistant, f"history[{i}].assistant")
+        messages.append(
+            {"role": "user", "content": [{"type": "text", "text": strip_image_placeholder(turn.user)}]}
+        )
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.assistant}]})
+    _check_text(text, "prompt")
+    if n_images:
+        text = ensure_image_placeholder(text)
+    # Official quirk: `<image>` is deleted wherever it is and the images are put first.
+    content: list[dict] = [{"type": "image"} for _ in range(n_images)]
+    content.append({"type": "text", "text": strip_image_placeholder(text)})
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+@dataclass
+class QwenVLInputs:
+    """Everything the language model consumes for one prompt."""
+
+    prompt: str
+    input_ids: torch.Tensor  # (1, L) int64
+    pixel_values: torch.Tensor | None  # (n_patches, C*T*P*P) float32, all images concatenated
+    image_grid_thw: torch.Tensor | None  # (n_images, 3) int64
+
+
+class QwenVLChat:
+    """MLLM adapter (see :class:`sa2va_ros.model.mllm.MLLM`) for Sa2VA's Qwen-VL checkpoints."""
+
+    supports_region_prompts = False
+
+    def __init__(self, model, tokenizer, image_processor, chat_template: str, variant: QwenVariant):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.chat_template = chat_template
+        self.variant = variant
+        cfg = model.config
+        self.hidden_size: int = cfg.get_text_config(decoder=True).hidden_size
+        ids = check_special_tokens(tokenizer, "the checkpoint")
+        self.seg_token_id = ids[SEG_TOKEN]
+        if ids[IMAGE_PAD] != cfg.image_token_id:
+            raise CheckpointError(
+                f"config.json says the image token is id {cfg.image_token_id} but the tokenizer maps "
+                f"{IMAGE_PAD} to {ids[IMAGE_PAD]}: tokenizer and weights come from different models."
+            )
+        stops = {ids[IM_END], ids[END_OF_TEXT]}
+        for c in (cfg, cfg.get_text_config(decoder=True)):
+            eos = getattr(c, "eos_token_id", None)
+            stops.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.stop_token_ids: frozenset[int] = frozenset(stops)
+
+    # ---- loading
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        info: CheckpointInfo,
+        state: Mapping[str, torch.Tensor] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        attn_implementation: str | None = None,
+    ) -> QwenVLChat:
+        """Load from a checkpoint directory. ``state`` is the checkpoint's full state dict when the
+        caller has already read it (SAM-2 and text_hidden_fcs entries are ignored here)."""
+        from transformers import AutoTokenizer, Qwen2VLImageProcessor
+
+        if info.format != "qwen_vl":
+            raise CheckpointError(f"{info.path} is a '{info.format}' checkpoint, not a Qwen-VL one.")
+        variant = detect_variant(info.config)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(info.path))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"Cannot load the tokenizer from {info.path}: {exc}") from exc
+        check_special_tokens(tokenizer, info.path)
+        if not (info.path / "preprocessor_config.json").exists():
+            raise CheckpointError(
+                f"{info.path} has no preprocessor_config.json (the Qwen-VL image processor settings); "
+                "download the model again."
+            )
+        # The slow (PIL) processor: the fast one needs torchvision. Whatever class the file names.
+        image_processor = Qwen2VLImageProcessor.from_pretrained(str(info.path))
+        template = load_chat_template(info.path, tokenizer)
+        if state is None:
+            state = load_state_dict(info.path)
+        model = build_model(
+            info.config, state, dtype=dtype, attn_implementation=attn_implementation or "sdpa"
+        )
+        model.to(device)
+        return cls(model, tokenizer, image_processor, template, variant)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.lm_head.weight.dtype
+
+    # ---- prompt + images -> tensors
+
+    def prepare(
+        self, text: str, images: Sequence[np.ndarray] = (), history: Sequence[Turn] = ()
+    ) -> QwenVLInputs:
+        """Template the prompt, preprocess the images and expand the image placeholders."""
+        arrays = [as_rgb_uint8(im, f"images[{i}]") for i, im in enumerate(images)]
+        messages = build_messages(text, len(arrays), history)
+        prompt = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        pixel_values = grid = None
+        expanded = prompt
+        if arrays:
+            out = self.image_processor(
+                images=[pre_resize(a) for a in arrays],
+                min_pixels=SA2VA_MIN_PIXELS,
+                max_pixels=SA2VA_MAX_PIXELS,
+                return_tensors="pt",
+            )
+            pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
+            # What the Qwen-VL processor does (it cannot be built here: its video processor
+            # needs torchvision): one <|image_pad|> per merged patch of each image, in order.
+            merge = self.image_processor.merge_size**2
+            counts = iter([int(g.prod()) // merge for g in grid])
+            expanded = re.sub(re.escape(IMAGE_PAD), lambda _: IMAGE_PAD * next(counts), prompt)
+        input_ids = self.tokenizer(expanded, return_tensors="pt")["input_ids"]
+        return QwenVLInputs(prompt, input_ids, pixel_values, grid)
+
+    @torch.inference_mode()
+    def image_embeddings(self, inputs: QwenVLInputs) -> torch.Tensor:
+        """(n_tokens, hidden) vision-tower output after the patch merger, all images."""
+        feats = self.model.model.get_image_features(
+            inputs.pixel_values.to(self.device, self.dtype), inputs.image_grid_thw.to(self.device)
+        )
+        if self.variant == "qwen3_vl":
+            feats = feats[0]  # (per-image embeddings, deepstack features)
+        return torch.cat(list(feats), dim=0)
+
+    # ---- generation
+
+    def decode_greedy(
+        self,
+        inputs: QwenVLInputs,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        on_text: TextCallback | None = None,
+    ) -> Generation:
+        """Greedy decoding through the shared loop (transformers' ``generate``, as the official
+        code). ``extras['step_hidden']`` (T, H) is the state that predicted each new token."""
+        dev = self.device
+        kwargs: dict = {
+            "input_ids": inputs.input_ids.to(dev),
+            "attention_mask": torch.ones_like(inputs.input_ids, device=dev),
+        }
+        if inputs.pixel_values is not None:
+            kwargs["pixel_values"] = inputs.pixel_values.to(dev, self.dtype)
+            kwargs["image_grid_thw"] = inputs.image_grid_thw.to(dev)
+        out = greedy_generate(
+            self.model,
+            self.model.model.language_model.norm,
+            self.tokenizer,
+            generate_kwargs=kwargs,
+            prompt_length=inputs.input_ids.shape[1],
+            stop_token_ids=sorted(self.stop_token_ids),
+            stop_words=(),  # the official Qwen path stops on the end token only
+            seg_token_id=self.seg_token_id,
+            max_new_tokens=max_new_tokens,
+            on_text=on_text,
+        )
+        ended = bool(out.token_ids) and out.token_ids[-1] in self.stop_token_ids
+        return Generation(
+            text=self._final_text(out.token_ids, ended),
+            token_ids=out.token_ids,
+            seg_hidden_states=out.seg_hidden_states,
+            prompt=inputs.prompt,
+            cancelled=out.cancelled,
+            extras={"step_hidden": out.step_hidden},
+        )
+
+    def _final_text(self, tokens: list[int], ended: bool) -> str:
+        # Official: batch_decode(..., skip_special_tokens=False)[0].strip(), end token included;
+        # we strip the same way and then drop the end token.
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False).strip()
+        if ended:
+            end = self.tokenizer.convert_ids_to_tokens(tokens[-1])
+            if text.endswith(end):
+                text = text[: -len(end)]
+        return text
+
+    def generate(
+        self,
+        text: str,
+        images: Sequence[np.ndarray] = (),
+        *,
+        video: bool = False,
+        history: Sequence[Turn] = (),
+        region_masks: np.ndarray | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        on_text: TextCallback | None = None,
+    ) -> Generation:
+        """See :meth:`sa2va_ros.model.mllm.MLLM.generate`. Video keyframes go in as separate
+        images, exactly like still images (the official Qwen path has no video tokens)."""
+        if region_masks is not None:
+            raise InputError(
+                "Region (mask) prompts are not available with Sa2VA's Qwen-VL checkpoints (the "
+                "official Qwen code has no visual-prompt path). Use an InternVL-based Sa2VA model "
+                "such as ByteDance/Sa2VA-4B for describe(mask=...)."
+            )
+        if video and not images:
+            raise InputError("video=True needs at least one keyframe in `images`.")
+        inputs = self.prepare(text, images, history)
+        return self.decode_greedy(inputs, max_new_tokens=max_new_tokens, on_text=on_text)
+
+
+# --------------------------------------------------------------------------- tiny checkpoints
+
+#: Tiny shapes per variant: small enough for a CPU test, with every structural feature of the
+#: real models (windowed + full attention blocks in Qwen2.5-VL's ViT; deepstack features and
+#: learned position embeddings in Qwen3-VL's; M-RoPE in both LLMs).
+_TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": False,
+}
+_TINY_VISION = {
+    "qwen2_5_vl": {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 64,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [1],
+        "tokens_per_second": 2,
+        "hidden_act": "silu",
+    },
+    "qwen3_vl": {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 64,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 256,
+        "deepstack_visual_indexes": [0, 1],
+        "hidden_act": "gelu_pytorch_tanh",
+    },
+}
+#: Image processor settings of the real checkpoints (CLIP statistics for Qwen2.5-VL, 0.5 for
+#: Qwen3-VL, whose patches are 16 pixels).
+_TINY_IMAGE_PROCESSOR = {
+    "qwen2_5_vl": {
+        "patch_size": 14,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "min_pixels": 56 * 56,
+        "max_pixels": 28 * 28 * 1280,
+    },
+    "qwen3_vl": {
+        "patch_size": 16,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "min_pixels": 65536,
+        "max_pixels": 16777216,
+    },
+}
+
+#: Chat templates in the layout of the real ones (written here, not copied): Qwen2.5-VL adds
+#: a default system turn, Qwen3-VL does not.
+_NL = "{{- '\\n' -}}"
+_TEMPLATE_BODY = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}SYSTEM{%- endif -%}"
+    "<|im_start|>{{- message['role'] -}}" + _NL + "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'video' -%}<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "<|im_end|>" + _NL + "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant" + _NL + "{%- endif -%}"
+)
+_TINY_CHAT_TEMPLATE = {
+    "qwen2_5_vl": _TEMPLATE_BODY.replace(
+        "SYSTEM", "<|im_start|>system" + _NL + "You are a helpful assistant.<|im_end|>" + _NL
+    ),
+    "qwen3_vl": _TEMPLATE_BODY.replace("SYSTEM", ""),
+}
+
+
+def _tiny_native_config(variant: QwenVariant, tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    ids = check_special_tokens(tokenizer, "the tiny tokenizer")
+    text = dict(
+        _TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids[END_OF_TEXT], eos_token_id=ids[IM_END]
+    )
+    if variant == "qwen3_vl":
+        text.update(
+            head_dim=16,
+            rope_theta=5000000.0,
+            rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+        )
+        cls = Qwen3VLConfig
+    else:
+        text.update(rope_theta=1000000.0, rope_scaling={"type": "default", "mrope_section": [2, 3, 3]})
+        cls = Qwen2_5_VLConfig
+    vocab = tokenizer.get_vocab()
+    return cls(
+        text_config=text,
+        vision_config=dict(_TINY_VISION[variant]),
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids[END_OF_TEXT],
+        eos_token_id=ids[IM_END],
+        tie_word_embeddings=False,
+    )
+
+
+def _random_weights(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Seeded weights for every tensor of ``model`` (built on the meta device), independent of
+    transformers' initialisers so they are stable across versions: norms ones, the rest
+    N(0, 0.02). The Qwen-VL models have floating-point weights only."""
+    state = {}
+    for name, value in sorted(model.state_dict().items()):
+        if "norm" in name or "ln_q" in name:
+            state[name] = torch.ones(value.shape)
+        else:
+            state[name] = torch.randn(value.shape, generator=generator) * 0.02
+    return state
+
+
+def tiny_qwen_vl_parts(
+    tokenizer_dir: Path, seed: int, force_seg: bool, variant: QwenVariant = "qwen2_5_vl"
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A tiny random Sa2VA Qwen-VL model: (config.json dict, MLLM + text_hidden_fcs weights).
+
+    Both use the official layout and names (``Sa2VAChatModelQwen``; ``model.model.*``,
+    ``model.lm_head``, ``text_hidden_fcs.*``), so the real loader reads them. The tokenizer in
+    ``tokenizer_dir`` (with Sa2VA's tokens) sets the vocabulary; the image processor settings
+    and the chat template are written there. ``force_seg`` plants weights that answer
+    ``[SEG]`` and stop, for any prompt.
+    """
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen3VLForConditionalGeneration,
+    )
+
+    # Shared with the InternVL writer; imported here because tiny_checkpoint imports this module.
+    from .tiny_checkpoint import plant_seg_answer, seg_projection_state
+
+    if variant not in _TINY_VISION:
+        raise ValueError(f"variant must be one of {sorted(_TINY_VISION)}, got {variant!r}")
+    tokenizer_dir = Path(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    native = _tiny_native_config(variant, tokenizer)
+    cls = Qwen3VLForConditionalGeneration if variant == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):  # shapes only: the values are drawn below
+        skeleton = cls(native)
+    weights = _random_weights(skeleton, generator)
+    if force_seg:
+        ids = check_special_tokens(tokenizer, tokenizer_dir)
+        plant_seg_answer(weights[EMBED_KEY], weights[LM_HEAD_KEY], ids[SEG_TOKEN], ids[IM_END])
+    state = to_official_names(weights)
+    state.update(seg_projection_state(native.get_text_config(decoder=True).hidden_size, generator))
+
+    config = native.to_diff_dict()
+    config.update(
+        architectures=["Sa2VAChatModelQwen"],
+        auto_map={
+            "AutoConfig": "configuration_sa2va_chat.Sa2VAChatConfigQwen",
+            "AutoModel": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
+            "AutoModelForCausalLM": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
+        },
+        model_type="sa2va_chat",
+        template="qwen_chat",
+    )
+    processor = _TINY_IMAGE_PROCESSOR[variant]
+    Qwen2VLImageProcessor(**processor, merge_size=2, temporal_patch_size=2).save_pretrained(
+        str(tokenizer_dir)
+    )
+    (tokenizer_dir / "chat_template.jinja").write_text(_TINY_CHAT_TEMPLATE[variant])
+    return config, state
