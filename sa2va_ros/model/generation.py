@@ -86,23 +86,26 @@ class _StopAndStream(StoppingCriteria):
         self._decoder = IncrementalDecoder(tokenizer, skip_ids=stop_token_ids) if on_text else None
         self._on_text = on_text
         self._seen = 0
+        self._tail: list[int] = []
         self.cancelled = False
         self.stopped_on_word = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        new = input_ids[0, self._prompt_length :].tolist()
+        # Only the tokens added since the last call cross to the CPU: O(1) per step.
+        fresh = input_ids[0, self._prompt_length + self._seen :].tolist()
+        self._seen += len(fresh)
+        self._tail = (self._tail + fresh)[-_STOP_WORD_WINDOW:]
         done = False
         if self._on_text is not None:
-            for token in new[self._seen :]:
+            for token in fresh:
                 piece = self._decoder.push(token)
                 if piece and self._on_text(piece) is False:
                     self.cancelled = done = True
                     break
-        self._seen = len(new)
         if self._stop_words and not done:
             # The official criterion compares the end of the decoded answer, with \r and \n
             # removed, to each stop word; the tail is enough for the same verdict.
-            tail = self._tokenizer.decode(new[-_STOP_WORD_WINDOW:], skip_special_tokens=False)
+            tail = self._tokenizer.decode(self._tail, skip_special_tokens=False)
             tail = tail.replace("\r", "").replace("\n", "")
             if any(tail.endswith(word) for word in self._stop_words):
                 self.stopped_on_word = done = True

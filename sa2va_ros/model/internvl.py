@@ -6,7 +6,10 @@ transformers' native classes (no ``trust_remote_code``):
 * InternViT -> ``InternVLVisionModel``. It computes what the official InternViT computes
   (pre-norm blocks with layer scale, optional QK RMS-norm, no final norm when
   ``use_mean_pooling`` is on); only parameter names differ, so :data:`VISION_RENAMES`
-  maps them and the fused ``attn.qkv`` is split into q/k/v.
+  maps them and the fused ``attn.qkv`` is split into q/k/v. Two details differ and are
+  handled or harmless: the QK norms' epsilon (set to ``layer_norm_eps`` after building)
+  and the order of the attention scaling ((q.k)*s instead of (q*s).k, a float32 rounding
+  difference of ~1e-6 in the features).
 * ``mlp1`` (LayerNorm, Linear, GELU, Linear) keeps the official indices 0, 1, 3.
 * The LLM -> ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM`` built from ``llm_config``;
   ``language_model.*`` keys are already the native names.
@@ -363,6 +366,10 @@ class InternVLChat:
                 self.language_model = model_cls._from_config(llm_cfg, dtype=self.dtype, **attn)
                 self.projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, self.downsample_ratio)
         except (ImportError, ValueError) as exc:
+            if attn_implementation in (None, "eager", "sdpa"):
+                raise CheckpointError(
+                    f"{info.path}: config.json does not describe a buildable model ({exc})."
+                ) from exc
             raise InputError(
                 f"attn_implementation='{attn_implementation}' cannot be used here ({exc}). "
                 "Use 'sdpa' or 'eager' ('flash_attention_2' needs the flash-attn package and a GPU)."
@@ -511,7 +518,7 @@ class InternVLChat:
         input_ids = torch.tensor([self.tokenizer.encode(prompt)], dtype=torch.long, device=self.device)
         embed = self.language_model.get_input_embeddings()
         with torch.inference_mode():
-            inputs_embeds = embed(input_ids).clone()
+            inputs_embeds = embed(input_ids)
         if pixel_values is not None:
             vit_embeds = self.vision_features(pixel_values).to(inputs_embeds.dtype)
             hidden = vit_embeds.shape[-1]

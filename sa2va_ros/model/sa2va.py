@@ -31,7 +31,7 @@ from .errors import InputError
 from .images import as_bool_mask, as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, MLLM, TextCallback, Turn
 from .sam2_prompt import Sa2VASam2
-from .seg_projection import load_seg_projection
+from .seg_projection import SAM2_PROMPT_DIM, load_seg_projection
 from .tracker import StreamingTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Sa2VA:
         if hidden.shape[0]:
             emb = self.seg_projection(hidden.to(next(self.seg_projection.parameters()).dtype)).float().cpu()
         else:
-            emb = torch.zeros(0, prompts.SAM2_PROMPT_DIM if hasattr(prompts, "SAM2_PROMPT_DIM") else 256)
+            emb = torch.zeros(0, SAM2_PROMPT_DIM)
         return Grounding(gen.text, list(gen.token_ids), emb, cancelled=gen.cancelled, prompt=gen.prompt)
 
     # -- image tasks -----------------------------------------------------------------------

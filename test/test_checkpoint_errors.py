@@ -1,0 +1,238 @@
+"""Broken checkpoints and bad inputs fail with the right error class and a useful message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
+from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModelError
+from sa2va_ros.model.internvl import InternVLChat
+from sa2va_ros.model.mllm import Turn
+from sa2va_ros.model.seg_projection import load_seg_projection
+from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("base") / "ckpt", seed=0)
+
+
+@pytest.fixture()
+def ckpt(base: Path, tmp_path: Path) -> Path:
+    """A private copy of the base checkpoint that a test may break."""
+    return Path(shutil.copytree(base, tmp_path / "ckpt"))
+
+
+@pytest.fixture(scope="module")
+def model(base: Path) -> InternVLChat:
+    return InternVLChat.from_pretrained(base)
+
+
+def _edit_config(path: Path, edit) -> None:
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _edit_weights(path: Path, edit) -> None:
+    state = load_file(str(path / "model.safetensors"))
+    edit(state)
+    save_file(state, str(path / "model.safetensors"))
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_missing_config(ckpt: Path) -> None:
+    (ckpt / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_corrupt_config_json(ckpt: Path) -> None:
+    (ckpt / "config.json").write_text('{"architectures": ["Sa2VAChatModel"],')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        inspect_checkpoint(ckpt)
+
+
+def test_missing_weights(ckpt: Path) -> None:
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_truncated_weights(ckpt: Path) -> None:
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+# --- architectures ----------------------------------------------------------------------------
+
+
+def test_unknown_architecture(ckpt: Path) -> None:
+    _edit_config(
+        ckpt, lambda c: c.update(architectures=["LlavaForConditionalGeneration"], model_type="llava")
+    )
+    with pytest.raises(UnsupportedModelError, match="not a Sa2VA checkpoint.*ByteDance/Sa2VA-1B"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_internlm2_llm_is_refused_with_the_supported_list(ckpt: Path) -> None:
+    def to_internlm2(config: dict) -> None:
+        config["llm_config"].update(architectures=["InternLM2ForCausalLM"], model_type="internlm2")
+
+    _edit_config(ckpt, to_internlm2)
+    with pytest.raises(UnsupportedModelError) as err:
+        InternVLChat.from_pretrained(ckpt)
+    assert "internlm2" in str(err.value).lower() and "ByteDance/Sa2VA-4B" in str(err.value)
+
+
+def test_unknown_chat_template(ckpt: Path) -> None:
+    _edit_config(ckpt, lambda c: c.update(template="vicuna_v1"))
+    with pytest.raises(UnsupportedModelError, match="vicuna_v1"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+# --- tensors ----------------------------------------------------------------------------------
+
+
+def test_missing_tensor_is_named_with_its_official_name(ckpt: Path) -> None:
+    _edit_weights(ckpt, lambda s: s.pop("vision_model.encoder.layers.1.attn.qkv.weight"))
+    with pytest.raises(CheckpointError, match=r"vision_model\.encoder\.layers\.1\.attn\.qkv\.weight"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_unexpected_tensor(ckpt: Path) -> None:
+    def add(state: dict) -> None:
+        state["language_model.model.layers.7.mlp.up_proj.weight"] = state[
+            "language_model.model.norm.weight"
+        ].clone()
+
+    _edit_weights(ckpt, lambda s: add(s))
+    with pytest.raises(CheckpointError, match=r"1 unexpected.*layers\.7\.mlp\.up_proj"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_wrong_shape(ckpt: Path) -> None:
+    def shrink(state: dict) -> None:
+        state["mlp1.1.weight"] = state["mlp1.1.weight"][:, :-1].contiguous()
+
+    _edit_weights(ckpt, shrink)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_config_that_does_not_match_the_weights(ckpt: Path) -> None:
+    _edit_config(ckpt, lambda c: c["llm_config"].update(num_hidden_layers=3))
+    with pytest.raises(CheckpointError, match="missing tensor"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_seg_projection_missing_or_mismatched(base: Path) -> None:
+    state = load_state_dict(base)
+    without = {k: v for k, v in state.items() if not k.startswith("text_hidden_fcs.")}
+    with pytest.raises(CheckpointError, match="no text_hidden_fcs"):
+        load_seg_projection(without)
+    with pytest.raises(CheckpointError, match="hidden size"):
+        load_seg_projection(state, hidden_size=128)
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+
+def test_tokenizer_without_sa2va_tokens(ckpt: Path) -> None:
+    removed = {"[SEG]", "<p>", "</p>", "<vp>", "</vp>"}
+    tokenizer = json.loads((ckpt / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] not in removed]
+    (ckpt / "tokenizer.json").write_text(json.dumps(tokenizer))
+    config = json.loads((ckpt / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {
+        k: v for k, v in config["added_tokens_decoder"].items() if v["content"] not in removed
+    }
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(config))
+    added = json.loads((ckpt / "added_tokens.json").read_text())
+    (ckpt / "added_tokens.json").write_text(json.dumps({k: v for k, v in added.items() if k not in removed}))
+    with pytest.raises(CheckpointError, match=r"lacks Sa2VA's special tokens \['\[SEG\]', '<p>'"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_missing_tokenizer_files(ckpt: Path) -> None:
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (ckpt / name).unlink()
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+def test_unavailable_attention_implementation(base: Path) -> None:
+    with pytest.raises(InputError, match="flash_attention_2"):
+        InternVLChat.from_pretrained(base, attn_implementation="flash_attention_2")
+
+
+def test_unknown_dtype(base: Path) -> None:
+    with pytest.raises(InputError, match="float64"):
+        InternVLChat.from_pretrained(base, dtype="float64")
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((64, 64, 3), dtype=np.float32), "dtype float32"),
+        (np.zeros((64, 64, 5), dtype=np.uint8), "shape"),
+        (np.zeros((1, 64, 3), dtype=np.uint8), "at least 2x2"),
+        ("image.png", "numpy array"),
+    ],
+)
+def test_bad_images(model: InternVLChat, image: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        model.generate("Describe it.", [image], max_new_tokens=1)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "<image>", "<image>\n  "])
+def test_empty_prompt(model: InternVLChat, text: str) -> None:
+    with pytest.raises(InputError, match="empty"):
+        model.generate(text, [IMAGE], max_new_tokens=1)
+
+
+def test_bad_requests(model: InternVLChat) -> None:
+    with pytest.raises(InputError, match="one image per question"):
+        model.generate("Describe.", [IMAGE, IMAGE], max_new_tokens=1)
+    with pytest.raises(InputError, match="placeholder"):
+        model.generate("<image> and <image>", [IMAGE], max_new_tokens=1)
+    with pytest.raises(InputError, match="placeholder"):
+        model.generate("<image> again?", [IMAGE], history=[Turn("<image> first", "ok")], max_new_tokens=1)
+    with pytest.raises(InputError, match="reserved token"):
+        model.generate("<IMG_CONTEXT> hi", [IMAGE], max_new_tokens=1)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate("Describe.", [IMAGE], max_new_tokens=0)
+    with pytest.raises(InputError, match="video=True needs"):
+        model.generate("Describe.", [], video=True, max_new_tokens=1)
+
+
+def test_bad_region_masks(model: InternVLChat) -> None:
+    good = np.zeros((64, 64), dtype=bool)
+    good[10:30, 10:30] = True
+    with pytest.raises(InputError, match="must match the image"):
+        model.generate(
+            "Describe region1.", [IMAGE], region_masks=np.ones((1, 32, 32), bool), max_new_tokens=1
+        )
+    with pytest.raises(InputError, match="empty"):
+        model.generate(
+            "Describe region1.", [IMAGE], region_masks=np.zeros((1, 64, 64), bool), max_new_tokens=1
+        )
+    with pytest.raises(InputError, match="exactly one image"):
+        model.generate("Describe region1.", [IMAGE, IMAGE], video=True, region_masks=good, max_new_tokens=1)
+    with pytest.raises(InputError, match="exactly one image"):
+        model.generate("Describe region1.", [], region_masks=good, max_new_tokens=1)
