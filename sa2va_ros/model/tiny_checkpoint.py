@@ -348,11 +348,11 @@ def _generation_config(tokenizer) -> dict:
     }
 
 
-def _sam2_part(seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
+def _sam2_part(seed: int, image_size: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """A tiny SAM-2: its sam2_config.json and its ``grounding_encoder.sam2_model.*`` tensors."""
     from .sam2_prompt import build_sam2, sam2_official_state_dict, tiny_sam2_config
 
-    config = tiny_sam2_config()
+    config = tiny_sam2_config(image_size=image_size)
     return config, sam2_official_state_dict(build_sam2(config, seed=seed))
 
 
@@ -367,13 +367,16 @@ def write_tiny_checkpoint(
     seed: int = 0,
     force_seg: bool = False,
     llm: TinyLLM = "qwen2",
+    sam2_image_size: int = 1024,
 ) -> Path:
     """Write a tiny random Sa2VA checkpoint in the official layout; return its folder.
 
     ``format`` "internvl" gives a ``Sa2VAChatModel`` (InternViT + mlp1 + Qwen2/Qwen3 LLM, as
     Sa2VA-1B/4B/InternVL3-*); "qwen_vl" a ``Sa2VAChatModelQwen`` (``llm`` "qwen2" -> Qwen2.5-VL,
     "qwen3" -> Qwen3-VL). The same ``seed`` always gives the same files. ``force_seg`` plants
-    weights that answer "[SEG]" and stop for any prompt.
+    weights that answer "[SEG]" and stop for any prompt. ``sam2_image_size`` below SAM-2's
+    1024 (e.g. 256) makes every SAM-2 pass ~10x cheaper for tests and demos on a CPU; it
+    changes no weight shape.
     """
     if format not in ("internvl", "qwen_vl"):
         raise ValueError(f"format must be 'internvl' or 'qwen_vl', got {format!r}")
@@ -393,7 +396,7 @@ def write_tiny_checkpoint(
 
         variant = "qwen2_5_vl" if llm == "qwen2" else "qwen3_vl"
         config, state = tiny_qwen_vl_parts(out, seed, force_seg, variant=variant)
-    sam2_config, sam2_state = _sam2_part(seed)
+    sam2_config, sam2_state = _sam2_part(seed, sam2_image_size)
     state.update(sam2_state)
     save_file(
         {k: v.detach().contiguous().clone() for k, v in state.items()},
