@@ -19,7 +19,7 @@ import contextlib
 import copy
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,15 +80,33 @@ _DERIVED_PATHS = (
 # ----------------------------------------------------------------------------- config
 
 
-def _sam2_package_config() -> Any:
-    """Meta's Hiera-L v2.0 yaml plus Sa2VA's flags, as an OmegaConf node (no hydra globals)."""
+_MISSING = object()
+
+
+def _sam2_package_config() -> dict:
+    """Meta's Hiera-L v2.0 yaml plus Sa2VA's flags, as a plain dict (no hydra global state)."""
     from omegaconf import OmegaConf
 
-    path = resources.files("sam2").joinpath(SAM2_BASE_CONFIG)
-    cfg = OmegaConf.create(path.read_text())
-    for key, value in SA2VA_FLAG_OVERRIDES.items():
-        OmegaConf.update(cfg, f"model.{key}", value, force_add=True, merge=False)
-    return cfg
+    text = resources.files("sam2").joinpath(SAM2_BASE_CONFIG).read_text()
+    model = OmegaConf.to_container(OmegaConf.create(text).model, resolve=True)
+    model.update(copy.deepcopy(SA2VA_FLAG_OVERRIDES))
+    return model
+
+
+def _get(tree: dict, path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _set(tree: dict, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        tree = tree[key]
+    tree[last] = copy.deepcopy(value)
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -109,6 +127,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _with_derived_fields(model: dict) -> dict:
+    feat = int(model["image_size"]) // int(model.get("backbone_stride", 16))
+    for path in _DERIVED_PATHS:
+        _set(model, path, [feat, feat])
+    return model
+
+
 def sam2_model_config(sam2_config: dict | None = None) -> Any:
     """The OmegaConf ``model`` node to instantiate for a checkpoint.
 
@@ -119,43 +144,35 @@ def sam2_model_config(sam2_config: dict | None = None) -> Any:
     """
     from omegaconf import OmegaConf
 
-    cfg = _sam2_package_config()
+    model = _sam2_package_config()
     if sam2_config is not None:
-        if not isinstance(sam2_config, dict) or not isinstance(sam2_config.get("model"), dict):
+        theirs = sam2_config.get("model") if isinstance(sam2_config, dict) else None
+        if not isinstance(theirs, dict):
             raise CheckpointError("sam2_config.json has no 'model' section: the file is not a SAM-2 config.")
-        model = sam2_config["model"]
         changed = list(sam2_config.get("changed_from_sa2va_hiera_l", []))
         for path in changed:
-            value = OmegaConf.select(OmegaConf.create(model), path, default="__missing__")
-            if isinstance(value, str) and value == "__missing__":
+            value = _get(theirs, path)
+            if value is _MISSING:
                 raise CheckpointError(f"sam2_config.json lists '{path}' as changed but has no model.{path}.")
-            if OmegaConf.select(cfg, f"model.{path}", default="__missing__") == "__missing__":
+            if _get(model, path) is _MISSING:
                 raise CheckpointError(
                     f"sam2_config.json changes '{path}', which SAM-2 v2.0 Hiera-L does not have; "
                     "field names must follow Meta's sam2_hiera_l.yaml."
                 )
-            if not isinstance(value, (int, float, bool, list, type(None))) and not OmegaConf.is_list(value):
-                value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            OmegaConf.update(cfg, f"model.{path}", value, merge=False)
+            _set(model, path, value)
         conflicts = []
-        for path, value in _leaves(model):
+        for path, value in _leaves(theirs):
             if path in changed or path in _DERIVED_PATHS or path.split(".")[-1].startswith("_"):
                 continue
-            ours = OmegaConf.select(cfg, f"model.{path}", default="__missing__")
-            if isinstance(ours, str) and ours == "__missing__":
-                continue  # descriptive or derived field that the yaml does not carry
-            ours = OmegaConf.to_container(ours) if OmegaConf.is_config(ours) else ours
-            if not _same(ours, value):
+            ours = _get(model, path)
+            if ours is not _MISSING and not _same(ours, value):  # _MISSING: descriptive field
                 conflicts.append(f"{path}: {value!r} (Hiera-L: {ours!r})")
         if conflicts:
             raise CheckpointError(
                 "sam2_config.json sets fields that differ from Sa2VA's SAM-2 without listing them in "
                 f"'changed_from_sa2va_hiera_l': {conflicts}. List them there or fix the values."
             )
-    feat = int(cfg.model.image_size) // int(cfg.model.get("backbone_stride", 16))
-    for path in _DERIVED_PATHS:
-        OmegaConf.update(cfg, f"model.{path}", [feat, feat], merge=False)
-    return cfg.model
+    return OmegaConf.create(_with_derived_fields(model))
 
 
 def build_sam2(sam2_config: dict | None = None, *, seed: int | None = 0) -> torch.nn.Module:
@@ -193,11 +210,8 @@ def tiny_sam2_config(
     ``global_att_blocks`` defaults to the last block of stage 3 (Hiera-L's global blocks all sit
     in stage 3; a stage's first block pools and cannot be global).
     """
-    from omegaconf import OmegaConf
-
     if global_att_blocks is None:
         global_att_blocks = [sum(stages[:3]) - 1]
-
     if image_size % 32:
         raise InputError(f"image_size {image_size} must be a multiple of 32.")
     changes: dict[str, Any] = {
@@ -212,13 +226,10 @@ def tiny_sam2_config(
     }
     if image_size != 1024:
         changes["image_size"] = image_size
-    cfg = _sam2_package_config()
+    model = _sam2_package_config()
     for path, value in changes.items():
-        OmegaConf.update(cfg, f"model.{path}", value, merge=False)
-    feat = image_size // 16
-    for path in _DERIVED_PATHS:
-        OmegaConf.update(cfg, f"model.{path}", [feat, feat], merge=False)
-    model = OmegaConf.to_container(cfg.model)
+        _set(model, path, value)
+    model = _with_derived_fields(model)
     return {
         "_comment": (
             "Tiny SAM-2 written by sa2va_ros.model.sam2_prompt.tiny_sam2_config. Field names follow "
@@ -340,6 +351,8 @@ class FrameFeatures:
     feat_sizes: list[tuple[int, int]]
     #: (height, width) of the original frame.
     orig_hw: tuple[int, int]
+    #: High-res maps projected by a decoder's conv_s0/conv_s1, by id(decoder) (computed once).
+    projected: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
     def top(self, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Top-level feature and position, expanded to ``batch`` objects (views, no copies)."""
@@ -373,7 +386,6 @@ def run_sam_heads(
     language: torch.Tensor | None = None,
     point_coords: torch.Tensor | None = None,
     point_labels: torch.Tensor | None = None,
-    mask_inputs: torch.Tensor | None = None,
     multimask_output: bool,
 ) -> HeadOutput:
     """Sa2VA's ``SAM2Base._forward_sam_heads``, driven through Meta's modules.
@@ -391,17 +403,8 @@ def run_sam_heads(
         # one because there is no box. These are the "two padding tokens" before [SEG].
         point_coords = torch.zeros(batch, 1, 2, device=device)
         point_labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
-    dense_mask = None
-    if mask_inputs is not None:
-        size = model.sam_prompt_encoder.mask_input_size
-        dense_mask = mask_inputs
-        if mask_inputs.shape[-2:] != size:
-            dense_mask = F.interpolate(
-                mask_inputs.float(), size=size, mode="bilinear", align_corners=False, antialias=True
-            )
-    sparse, dense = model.sam_prompt_encoder(
-        points=(point_coords, point_labels), boxes=None, masks=dense_mask
-    )
+    # No mask prompt: the prompt encoder adds its learned no_mask_embed as the dense prompt.
+    sparse, dense = model.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=None)
     if language is not None:
         sparse = torch.cat([sparse, language.to(sparse.dtype).reshape(batch, 1, -1)], dim=1)
     low_res_multimasks, ious, tokens, object_score_logits = decoder(
@@ -415,19 +418,20 @@ def run_sam_heads(
     )
     # Sa2VA: no "no object" masking of the masks (commented out in its _forward_sam_heads).
     low_res_multimasks = low_res_multimasks.float()
-    high_res_multimasks = F.interpolate(
-        low_res_multimasks, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False
-    )
     token = tokens[:, 0]
     if multimask_output:
         best = torch.argmax(ious, dim=-1)
         rows = torch.arange(batch, device=device)
         low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
-        high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
         if tokens.size(1) > 1:
             token = tokens[rows, best]
     else:
-        low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        low_res_masks = low_res_multimasks
+    # SAM-2 upsamples all candidates and then picks one; bilinear upsampling is per channel, so
+    # upsampling only the chosen mask gives the same tensor for a third of the work.
+    high_res_masks = F.interpolate(
+        low_res_masks, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False
+    )
     obj_ptr = model.obj_ptr_proj(token)
     if model.pred_obj_scores:
         # The object pointer keeps SAM-2's occlusion handling (Sa2VA did not change it).
@@ -545,13 +549,16 @@ class Sa2VASam2:
         if not self.model.use_high_res_features_in_sam:
             return None
         decoder = decoder or self.model.sam_mask_decoder
-        maps = [
-            x.permute(1, 2, 0).reshape(1, x.size(2), *s)
-            for x, s in zip(features.vision_feats[:-1], features.feat_sizes[:-1], strict=True)
-        ]
-        with self.autocast():
-            projected = [decoder.conv_s0(maps[0]), decoder.conv_s1(maps[1])]
-        return [p.float().expand(batch, -1, -1, -1) for p in projected]
+        projected = features.projected.get(id(decoder))
+        if projected is None:
+            maps = [
+                x.permute(1, 2, 0).reshape(1, x.size(2), *s)
+                for x, s in zip(features.vision_feats[:-1], features.feat_sizes[:-1], strict=True)
+            ]
+            with self.autocast():
+                projected = [decoder.conv_s0(maps[0]).float(), decoder.conv_s1(maps[1]).float()]
+            features.projected[id(decoder)] = projected
+        return [p.expand(batch, -1, -1, -1) for p in projected]
 
     @torch.inference_mode()
     def conditioning_pix_feat(self, features: FrameFeatures, batch: int) -> torch.Tensor:
@@ -576,6 +583,10 @@ class Sa2VASam2:
         This is Sa2VA's ``add_language_embd``: no memory, multimask output, best IoU kept.
         """
         emb = _as_embeddings(embeddings).to(self.device, torch.float32)
+        if emb.size(1) != self.model.sam_prompt_embed_dim:
+            raise InputError(
+                f"embeddings have {emb.size(1)} channels; this SAM-2 takes {self.model.sam_prompt_embed_dim}."
+            )
         n = emb.size(0)
         with self.autocast():
             return run_sam_heads(

@@ -394,16 +394,18 @@ class StreamingTracker:
             raise InputError("embedding has NaN or infinite values.")
         return emb.float().to(self.sam2.device)
 
-    def _apply_commands(self, stamp: float) -> None:
+    def _apply_commands(self) -> None:
+        # Under the lock: other threads read self._tracks (object_ids, remove_object...) and must
+        # never see an id vanish between the queue and the live set.
         with self._lock:
             queue, self._queue = self._queue, _Commands()
-        for track in queue.adds:
-            self._tracks[track.id] = track
-        for object_id, emb in queue.regrounds.items():
-            if object_id in self._tracks:
-                self._tracks[object_id].pending_reground = emb
-        for object_id in queue.removes:
-            self._tracks.pop(object_id, None)
+            for track in queue.adds:
+                self._tracks[track.id] = track
+            for object_id, emb in queue.regrounds.items():
+                if object_id in self._tracks:
+                    self._tracks[object_id].pending_reground = emb
+            for object_id in queue.removes:
+                self._tracks.pop(object_id, None)
 
     # ------------------------------------------------------------------ tracking
 
@@ -416,7 +418,7 @@ class StreamingTracker:
         """
         rgb = as_rgb_uint8(frame, "frame")
         stamp = time.monotonic() if stamp is None else float(stamp)
-        self._apply_commands(stamp)
+        self._apply_commands()
         frame_idx = self.frame_index
         self.frame_index += 1
         if not self._tracks:
@@ -508,7 +510,6 @@ class StreamingTracker:
         prompt = track.pending_prompt
         track.pending_prompt = None
         track.grounded_at = stamp
-        high_res = self.sam2.high_res_features(features, 1, self.tracking_decoder)
         if prompt.mask is not None:
             size = self.sam2.image_size
             mask = torch.from_numpy(prompt.mask).to(self.sam2.device, torch.float32)[None, None]
@@ -518,6 +519,8 @@ class StreamingTracker:
                     mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True
                 )
             mask = (mask >= 0.5).float()
+            # SAM-2's _use_mask_as_output runs the model's own decoder for the object pointer.
+            high_res = self.sam2.high_res_features(features, 1)
             feats, _ = features.top(1)
             pix = feats[0].permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
             with self.sam2.autocast():
@@ -533,7 +536,7 @@ class StreamingTracker:
                     self.model,
                     self.tracking_decoder,
                     self.sam2.conditioning_pix_feat(features, 1),
-                    high_res,
+                    self.sam2.high_res_features(features, 1, self.tracking_decoder),
                     point_coords=coords.to(self.sam2.device),
                     point_labels=labels.to(self.sam2.device),
                     multimask_output=self.model._use_multimask(True, {"point_labels": labels}),

@@ -1,0 +1,320 @@
+"""Benchmark: our StreamingTracker against Meta's SAM2VideoPredictor (a script, not a test).
+
+    python bench/tracker.py            # full run (about 10 minutes on 2 CPU cores)
+    python bench/tracker.py --quick    # a few minutes, fewer frames
+
+Measured side by side in one run, same frames, same SAM-2 config and weights (random, seeded):
+
+1. Speed at SAM-2's real 1024 input with a tiny trunk (the fixtures' sam2_config shape; or
+   --speed-config hiera-l for Sa2VA's real architecture): per tracked frame, ours / Meta's
+   SAM2VideoPredictor for one box-prompted object (``ratio_1obj``; frame 0, the prompt frame,
+   and predictor set-up excluded; the predictor has every frame decoded and normalised
+   beforehand, we decode each frame in step()), and our per-object time at 4 objects / our
+   1-object time (``ratio_4obj_per_object``).
+2. Memory: our RSS after ``--rss-frames`` (10,000) frames vs after 100 frames
+   (``rss_growth_10k``; tiny config at 64x64 input, so 10,000 frames take minutes on a CPU),
+   and RSS growth per frame over ``--predictor-frames`` (200) frames side by side with the
+   predictor (tiny config at 256 input, where a frame of predictor state is big enough to see).
+
+The last line printed is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the predictor's progress bars
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sa2va_ros.model.sam2_prompt import Sa2VASam2, build_sam2, sam2_model_config, tiny_sam2_config  # noqa: E402
+from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig  # noqa: E402
+
+#: The fixtures' tiny SAM-2 shape (Hiera embed 16, stages [1,1,3,1], 1 memory-attention layer).
+FIXTURE_LIKE = dict(embed_dim=16, stages=(1, 1, 3, 1), global_att_blocks=(3, 4), dim_feedforward=1024)
+BOXES = [(40, 30, 140, 120), (170, 40, 290, 150), (30, 140, 150, 230), (180, 150, 300, 230)]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    """Squares drifting over a textured background."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)
+    frames = []
+    for i in range(n):
+        f = base.copy()
+        for k, (x0, y0, x1, y1) in enumerate(BOXES):
+            sx, sy = int(x0 * w / 320), int(y0 * h / 240)
+            ex, ey = int(x1 * w / 320), int(y1 * h / 240)
+            dx = (i * (k + 1)) % max(1, (ex - sx) // 4)
+            f[sy + 4 : ey - 4, sx + 4 + dx : ex - 4] = (200 + 10 * k, 60 * k % 255, 40)
+        frames.append(f)
+    return frames
+
+
+def write_jpegs(frames: list[np.ndarray], folder: Path) -> list[np.ndarray]:
+    """The predictor reads a JPEG folder; we feed ourselves the very same decoded pixels."""
+    decoded = []
+    for i, f in enumerate(frames):
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(f).save(path, quality=95)
+        decoded.append(np.asarray(Image.open(path).convert("RGB")))
+    return decoded
+
+
+def meta_predictor(model: torch.nn.Module, config: dict) -> torch.nn.Module:
+    """Meta's SAM2VideoPredictor from the same config and weights (Sa2VA's predictor flags =
+    the class defaults: no hole filling, no non-overlap constraint)."""
+    from hydra.utils import instantiate
+
+    cfg = sam2_model_config(config)
+    cfg._target_ = "sam2.sam2_video_predictor.SAM2VideoPredictor"
+    predictor = instantiate(cfg, _recursive_=True)
+    predictor.load_state_dict(model.state_dict())
+    return predictor.eval()
+
+
+def time_predictor(predictor, folder: Path, n_objects: int) -> tuple[list[float], int]:
+    """Seconds per tracked frame (frames 1..), and bytes of tensors it keeps per frame."""
+    state = predictor.init_state(str(folder))
+    for k in range(n_objects):
+        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k + 1, box=np.array(BOXES[k], np.float32))
+    times = []
+    last = None
+    for frame_idx, _, _ in predictor.propagate_in_video(state):
+        now = time.perf_counter()
+        if frame_idx >= 1:
+            times.append(now - last)
+        last = now
+    return times, stored_bytes(state["output_dict_per_obj"]) // max(1, state["num_frames"])
+
+
+def stored_bytes(obj, seen: set | None = None) -> int:
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        key = (obj.untyped_storage().data_ptr(), obj.untyped_storage().nbytes())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(stored_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(stored_bytes(v, seen) for v in obj)
+    return 0
+
+
+def time_ours(sam2: Sa2VASam2, frames: list[np.ndarray], n_objects: int) -> tuple[list[float], int]:
+    tracker = StreamingTracker(sam2, TrackerConfig())
+    for k in range(n_objects):
+        tracker.add_object(box=BOXES[k])
+    times = []
+    for i, frame in enumerate(frames):
+        t0 = time.perf_counter()
+        tracker.step(frame)
+        if i >= 1:
+            times.append(time.perf_counter() - t0)
+    return times, sum(stored_bytes(t.bank.output_dict()) for t in tracker._tracks.values())
+
+
+def speed(args) -> dict:
+    if args.speed_config == "tiny":
+        config, label = tiny_sam2_config(**FIXTURE_LIKE), "tiny trunk (fixture shape) at 1024 input"
+    elif args.speed_config == "hiera-l":
+        config, label = None, "SAM-2 v2.0 Hiera-L architecture (Sa2VA's), random weights"
+    else:
+        config, label = json.loads(Path(args.speed_config).read_text()), args.speed_config
+    model = build_sam2(config, seed=0)
+    sam2 = Sa2VASam2(model)
+    predictor = meta_predictor(model, config)
+    frames = make_frames(args.frames, 240, 320)
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = write_jpegs(frames, Path(tmp))
+        t0 = time.perf_counter()
+        for f in frames[:3]:
+            sam2.encode(f)
+        backbone = (time.perf_counter() - t0) / 3
+        runs: dict[str, list[float]] = {"ours1": [], "meta1": [], "ours4": [], "meta4": []}
+        state_bytes = {}
+        for _ in range(args.repeats):  # interleaved, best mean kept: robust to a busy machine
+            t, state_bytes["ours1"] = time_ours(sam2, frames, 1)
+            runs["ours1"].append(statistics.mean(t))
+            t, state_bytes["meta1"] = time_predictor(predictor, Path(tmp), 1)
+            runs["meta1"].append(statistics.mean(t))
+            t, _ = time_ours(sam2, frames, 4)
+            runs["ours4"].append(statistics.mean(t))
+            if not args.quick:
+                t, _ = time_predictor(predictor, Path(tmp), 4)
+                runs["meta4"].append(statistics.mean(t))
+    best = {k: min(v) for k, v in runs.items() if v}
+    out = {
+        "speed_config": label,
+        "speed_frames": args.frames,
+        "backbone_ms": round(backbone * 1e3, 1),
+        "ours_ms_per_frame_1obj": round(best["ours1"] * 1e3, 1),
+        "predictor_ms_per_frame_1obj": round(best["meta1"] * 1e3, 1),
+        "ours_ms_per_frame_4obj": round(best["ours4"] * 1e3, 1),
+        "ratio_1obj": round(best["ours1"] / best["meta1"], 3),
+        "ratio_4obj_per_object": round(best["ours4"] / 4 / best["ours1"], 3),
+        "predictor_state_kb_per_frame_1obj_1024": round(state_bytes["meta1"] / 1024, 1),
+        "ours_state_kb_1obj_1024": round(state_bytes["ours1"] / 1024, 1),
+    }
+    if "meta4" in best:
+        out["predictor_ms_per_frame_4obj"] = round(best["meta4"] * 1e3, 1)
+    return out
+
+
+def growth_side_by_side(n_frames: int, image_size: int) -> dict:
+    """RSS growth per frame over the same frames: ours vs SAM2VideoPredictor (one box object).
+
+    At 64x64 input a frame of predictor state is ~4 KiB, which the allocator hides; at 256 it is
+    ~70 KiB, so the growth shows in RSS. The predictor loads all frames in init_state (before
+    the first reading) and then keeps every frame's state; we keep a bounded window.
+    """
+    config = tiny_sam2_config(image_size=image_size)
+    model = build_sam2(config, seed=0)
+    frames = make_frames(n_frames, 64, 64, seed=2)
+    box = (5, 5, 40, 40)
+    tracker = StreamingTracker(Sa2VASam2(model), TrackerConfig())
+    tracker.add_object(box=box)
+    warm = 20  # past the memory / pointer windows
+    for i, frame in enumerate(frames):
+        tracker.step(frame)
+        if i + 1 == warm:
+            gc.collect()
+            ours_before = rss_bytes()
+    gc.collect()
+    ours = (rss_bytes() - ours_before) / (n_frames - warm)
+    del tracker
+    predictor = meta_predictor(model, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_jpegs(frames, Path(tmp))
+        state = predictor.init_state(tmp)
+        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(box, np.float32))
+        for k, _ in enumerate(predictor.propagate_in_video(state)):
+            if k + 1 == warm:
+                gc.collect()
+                before = rss_bytes()
+        gc.collect()
+        pred = (rss_bytes() - before) / (n_frames - warm)
+        pred_state = stored_bytes(state["output_dict_per_obj"]) / n_frames
+    return {
+        f"ours_rss_growth_kb_per_frame_{image_size}px": round(ours / 1024, 2),
+        f"predictor_rss_growth_kb_per_frame_{image_size}px": round(pred / 1024, 2),
+        f"predictor_state_kb_per_frame_{image_size}px": round(pred_state / 1024, 2),
+    }
+
+
+def memory(args) -> dict:
+    """Our RSS over a long stream (tiny SAM-2 at 64x64 input so 10,000 frames take minutes)."""
+    config = tiny_sam2_config(image_size=64)
+    sam2 = Sa2VASam2(build_sam2(config, seed=0))
+    frames = make_frames(50, 64, 64, seed=1)
+    tracker = StreamingTracker(sam2, TrackerConfig())
+    tracker.add_object(torch.randn(256, generator=torch.Generator().manual_seed(0)), label="language")
+    tracker.add_object(box=(5, 5, 40, 40), label="box")
+    rss_100 = None
+    t0 = time.perf_counter()
+    for i in range(args.rss_frames):
+        tracker.step(frames[i % len(frames)])
+        if i + 1 == 100:
+            gc.collect()
+            rss_100 = rss_bytes()
+        if args.verbose and (i + 1) % 1000 == 0:
+            print(f"  {i + 1} frames, RSS {rss_bytes() / 2**20:.1f} MiB", flush=True)
+    gc.collect()
+    rss_end = rss_bytes()
+    per_frame = (time.perf_counter() - t0) / args.rss_frames
+    result = {
+        "rss_config": "tiny SAM-2 (Hiera embed 8, stages [1,1,2,1], 1 memory-attention layer) at 64x64 "
+        "input, 64x64 frames, 2 objects (language + box)",
+        "rss_frames": args.rss_frames,
+        "rss_mb_at_100": round(rss_100 / 2**20, 2),
+        "rss_mb_at_end": round(rss_end / 2**20, 2),
+        "rss_growth_10k": round((rss_end - rss_100) / rss_100, 4),
+        "ours_ms_per_frame_2obj_64px": round(per_frame * 1e3, 2),
+        "bank_entries_max": max(len(t.bank) for t in tracker._tracks.values()),
+        "bank_bound": max(t.bank.bound for t in tracker._tracks.values()),
+        "growth_frames": args.predictor_frames,
+    }
+    del tracker
+    result.update(growth_side_by_side(args.predictor_frames, image_size=256))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer frames, one repeat")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the 1024 speed run (default 12)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved speed repeats (default 2)")
+    parser.add_argument("--rss-frames", type=int, default=None, help="frames of our RSS run (default 10000)")
+    parser.add_argument(
+        "--predictor-frames",
+        type=int,
+        default=None,
+        help="frames of the side-by-side growth run (default 200)",
+    )
+    parser.add_argument(
+        "--speed-config",
+        default="tiny",
+        help="SAM-2 of the speed run: 'tiny' (fixture-shaped trunk, 1024 input), 'hiera-l' (the real "
+        "architecture, slow on a CPU) or the path of a sam2_config.json",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    args.frames = args.frames or (6 if args.quick else 12)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.rss_frames = args.rss_frames or (2000 if args.quick else 10_000)
+    args.predictor_frames = args.predictor_frames or (60 if args.quick else 200)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    result: dict = {"torch_threads": torch.get_num_threads()}
+    if not args.skip_memory:  # first, while the process is small
+        result.update(memory(args))
+        print(
+            f"memory @64px: RSS {result['rss_mb_at_100']} MiB after 100 frames, "
+            f"{result['rss_mb_at_end']} MiB after {args.rss_frames} -> growth "
+            f"{result['rss_growth_10k']:+.2%} (target within 2%); over {args.predictor_frames} frames at "
+            f"256px: ours {result['ours_rss_growth_kb_per_frame_256px']} KiB/frame, SAM2VideoPredictor "
+            f"{result['predictor_rss_growth_kb_per_frame_256px']} KiB/frame (its stored state: "
+            f"{result['predictor_state_kb_per_frame_256px']} KiB/frame)",
+            flush=True,
+        )
+    if not args.skip_speed:
+        result.update(speed(args))
+        print(
+            f"speed @1024 ({args.frames} frames): ours {result['ours_ms_per_frame_1obj']} ms/frame vs "
+            f"SAM2VideoPredictor {result['predictor_ms_per_frame_1obj']} ms/frame for 1 object -> ratio "
+            f"{result['ratio_1obj']} (target <= 1.0); 4 objects {result['ours_ms_per_frame_4obj']} "
+            f"ms/frame -> per object {result['ratio_4obj_per_object']} of 1 object (target <= 0.5); backbone "
+            f"{result['backbone_ms']} ms",
+            flush=True,
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
