@@ -1,0 +1,252 @@
+"""How much the ROS node adds to the tracker, and how much a busy language model slows tracking.
+
+Runs sa2va_node in its own process on a tiny offline checkpoint (real loader, real SAM-2 code,
+random weights; every answer grounds an object) and measures, in one run, side by side:
+
+1. latency ratio: camera publish -> mask received (this process publishes a 640x480 frame stamped
+   with the wall clock, the node tracks it, this process receives its label image; one frame in
+   flight at a time) divided by the tracker's own step time on those same frames (the node's
+   /diagnostics "tracker step (ms)"). Target <= 1.10.
+2. busy rate ratio: masks per second while the language worker is kept busy (back-to-back Ask
+   requests on the newest frame) divided by masks per second while it is idle, with the camera
+   publishing faster than the tracker can go. Target >= 0.90.
+
+    python bench/node_latency.py [--width 640 --height 480 --frames 40 --seconds 10]
+
+The last line is JSON: {"latency_ratio": ..., "busy_rate_ratio": ..., ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test" / "peers"))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--frames", type=int, default=40, help="frames timed for the latency ratio")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each rate window")
+    p.add_argument("--rate", type=float, default=30.0, help="camera rate of the rate windows (Hz)")
+    p.add_argument("--sam2-size", type=int, default=256, help="SAM-2 input size of the tiny checkpoint")
+    p.add_argument("--model", default="", help="use this checkpoint instead of writing a tiny one")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-p", "--param", action="append", default=[], help="extra node parameter name:=value")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 59))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="sa2va_bench_"))
+    os.environ.setdefault("ROS_HOME", str(work / "ros_home"))
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    # 640x480 rgb8 frames are 900 KB: above Fast DDS's default 512 KB shared-memory segment they are
+    # lost when sent best_effort (config/fastdds_large_data.xml explains). Both processes use it.
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
+
+    import numpy as np
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from node_harness import Planner, Process, node_args, ros_environment, write_model
+    from sa2va_ros.msg import Command, Reply
+    from sa2va_ros.srv import Ask
+    from sensor_msgs.msg import Image
+
+    from sa2va_ros.demo_camera import render
+    from sa2va_ros.node.image_codec import array_to_image
+
+    if args.model:
+        model = Path(args.model)
+    else:
+        print(f"writing a tiny checkpoint (SAM-2 at {args.sam2_size} px) ...", flush=True)
+        model = write_model(work / "model", force_seg=True, sam2_image_size=args.sam2_size)
+    params = {"model": str(model), "device": args.device, "presence_threshold": 0.3, "language_queue_size": 4}
+    for item in args.param:
+        key, _, value = item.partition(":=")
+        params[key] = value
+    node = Process("sa2va_node", node_args(params), ros_environment(work), work)
+    rclpy.init()
+    planner = Planner("bench")
+    planner.listen("masks", Image)
+    planner.listen("reply", Reply)
+    planner.listen("/diagnostics", DiagnosticArray)
+    w, h = args.width, args.height
+    frames = [render(i, w, h) for i in range(60)]
+    counter = [0]
+
+    def publish_frame(index: int) -> tuple[int, int]:
+        msg = array_to_image(frames[index % len(frames)], encoding="rgb8")
+        now = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = now // 10**9, now % 10**9
+        msg.header.frame_id = "bench"
+        planner.publish("image", msg)
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+    def mask_of(stamp, timeout=60.0):
+        return planner.wait_for(
+            "masks", lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp, timeout=timeout
+        )
+
+    try:
+        # Bring-up: the node is up once it answers a frame.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if mask_of(publish_frame(0), timeout=2.0) is not None:
+                break
+            if not node.alive():
+                raise SystemExit(f"sa2va_node exited:\n{node.log()}")
+        else:
+            raise SystemExit(f"sa2va_node never answered:\n{node.log()}")
+        reply = planner.request(Command.ADD, "bench", text="the red circle")
+        if reply is None or not reply.success:
+            raise SystemExit(f"could not ground an object: {reply and reply.message}")
+        for i in range(8):  # warm-up, and the object's keyframes
+            mask_of(publish_frame(i))
+
+        # 1. latency, one frame in flight
+        print(f"latency: {args.frames} frames of {w}x{h}, one in flight ...", flush=True)
+        latencies = []
+        diag_start = planner.count("/diagnostics")
+        for i in range(args.frames):
+            stamp = publish_frame(i)
+            msg = mask_of(stamp)
+            if msg is None:
+                raise SystemExit("a frame got no mask")
+            latencies.append(time.time() - (stamp[0] + stamp[1] * 1e-9))
+        time.sleep(1.5)  # one more diagnostics period covers the last frames
+        # The node's own timings of those frames, from /diagnostics: each report holds the means
+        # over the frames processed since the previous one ("frames processed" says how many).
+        inside: dict[str, list[float]] = {"step": [], "receive": [], "stamp": []}
+        keys = {
+            "step": "tracker step (ms)",
+            "receive": "receive to publish latency (ms)",
+            "stamp": "stamp to publish latency (ms)",
+        }
+        processed = None
+        for diag in planner.messages["/diagnostics"][diag_start - 1 if diag_start else 0 :]:
+            for status in diag.status:
+                if ": camera" not in status.name:
+                    continue
+                values = {kv.key: kv.value for kv in status.values}
+                count = int(values["frames processed"])
+                n = count - processed if processed is not None else 0
+                processed = count
+                for name, key in keys.items():
+                    if n > 0 and values[key] != "n/a":
+                        inside[name] += [float(values[key]) / 1000.0] * n
+        step = statistics.fmean(inside["step"]) if inside["step"] else float("nan")
+        node_receive = statistics.fmean(inside["receive"]) if inside["receive"] else float("nan")
+        node_stamp = statistics.fmean(inside["stamp"]) if inside["stamp"] else float("nan")
+        latency = statistics.fmean(latencies)
+
+        # 2. tracking rate, language worker idle / busy / idle
+        stop = threading.Event()
+
+        def camera() -> None:
+            period = 1.0 / args.rate
+            next_t = time.monotonic()
+            while not stop.is_set():
+                publish_frame(counter[0])
+                counter[0] += 1
+                next_t += period
+                time.sleep(max(0.0, next_t - time.monotonic()))
+
+        def rate(seconds: float) -> float:
+            start_n, t0 = planner.count("masks"), time.monotonic()
+            time.sleep(seconds)
+            return (planner.count("masks") - start_n) / (time.monotonic() - t0)
+
+        asked = [0]
+        busy_flag = threading.Event()
+
+        def language_load() -> None:
+            while busy_flag.is_set():
+                r = planner.call(Ask, "ask", Ask.Request(question="What is in the image?", source=0))
+                asked[0] += bool(r.success)
+
+        cam = threading.Thread(target=camera, daemon=True)
+        cam.start()
+        time.sleep(2.0)
+        print(f"tracking rate: {args.seconds:g} s windows, camera at {args.rate:g} Hz ...", flush=True)
+        idle_a = rate(args.seconds)
+        busy_flag.set()
+        loaders = [threading.Thread(target=language_load, daemon=True) for _ in range(2)]
+        for t in loaders:
+            t.start()
+        time.sleep(1.0)
+        busy_diag_from = planner.count("/diagnostics")
+        busy = rate(args.seconds)
+        busy_fraction = [
+            float(kv.value)
+            for d in planner.messages["/diagnostics"][busy_diag_from:]
+            for s in d.status
+            if s.name.endswith(": model")
+            for kv in s.values
+            if kv.key == "language worker busy fraction" and kv.value != "n/a"
+        ]
+        busy_flag.clear()
+        for t in loaders:
+            t.join(120)
+        time.sleep(1.0)
+        idle_b = rate(args.seconds)
+        stop.set()
+        cam.join(5)
+    finally:
+        planner.close()
+        rc = node.stop()
+        rclpy.try_shutdown()
+    idle = (idle_a + idle_b) / 2
+    result = {
+        "latency_ratio": round(latency / step, 3),
+        "busy_rate_ratio": round(busy / idle, 3),
+        "latency_ms": round(1000 * latency, 2),
+        "latency_p90_ms": round(1000 * float(np.percentile(latencies, 90)), 2),
+        "tracker_step_ms": round(1000 * step, 2),
+        "node_receive_to_publish_ms": round(1000 * node_receive, 2),
+        "node_stamp_to_publish_ms": round(1000 * node_stamp, 2),
+        "idle_rate_hz": round(idle, 2),
+        "busy_rate_hz": round(busy, 2),
+        "worker_busy_fraction": round(statistics.fmean(busy_fraction), 2) if busy_fraction else None,
+        "asks_answered": asked[0],
+        "image": f"{w}x{h}",
+        "sam2_input": args.sam2_size,
+        "node_exit_code": rc,
+    }
+    print()
+    print(f"{'':32s}{'node':>12s}{'tracker':>12s}{'ratio':>8s}  target")
+    print(
+        f"{'publish -> mask latency (ms)':32s}{1000 * latency:12.1f}{1000 * step:12.1f}"
+        f"{result['latency_ratio']:8.3f}  <= 1.10"
+    )
+    print(
+        f"{'tracking rate (Hz), busy / idle':32s}{busy:12.2f}{idle:12.2f}"
+        f"{result['busy_rate_ratio']:8.3f}  >= 0.90"
+    )
+    print(
+        f"(idle before {idle_a:.2f} Hz, after {idle_b:.2f} Hz; "
+        f"language worker busy fraction {result['worker_busy_fraction']})"
+    )
+    print(
+        f"(inside the node: receive -> published {1000 * node_receive:.1f} ms, camera stamp -> published "
+        f"{1000 * node_stamp:.1f} ms)"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The language worker: one thread that runs every language-model request, in order.
+
+The MLLM takes from tens of milliseconds (a tiny model) to seconds (Sa2VA-1B on a small GPU)
+per request, while tracking must go on at camera rate. So no ROS callback ever runs the
+model: commands, services and chat goals become :class:`Job` s in a BOUNDED queue served by
+this thread, and a request that finds the queue full is rejected at once with a message
+saying so (a robot that piles up questions faster than they are answered must learn it
+now, not minutes later). Re-grounding lost objects is background work in a second, equally
+bounded lane that only runs when no request waits.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The worker already holds as many waiting requests as it may."""
+
+
+class WorkerStoppedError(RuntimeError):
+    """The worker stopped (node deactivated) before the job ran."""
+
+
+class CancelledError(RuntimeError):
+    """The job was cancelled before it started."""
+
+
+class Job:
+    """One request for the worker; the submitting thread waits on it.
+
+    ``fn(job)`` runs on the worker thread; long functions poll :attr:`cancel_requested`
+    (e.g. from a generation callback) to stop early.
+    """
+
+    def __init__(self, fn: Callable[[Job], Any], kind: str, background: bool = False) -> None:
+        self.fn = fn
+        self.kind = kind
+        self.background = background
+        self.submitted = time.monotonic()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+
+    # -- caller side ------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job finished (or failed); False on timeout."""
+        return self._done.wait(timeout)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> Any:
+        """The function's return value; re-raises its exception. Call after :meth:`wait`."""
+        if not self._done.is_set():
+            raise RuntimeError(f"{self.kind} job has not finished")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def cancel(self) -> None:
+        """Ask the job to stop: skipped if it has not started, else ``cancel_requested`` is set."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self.started = time.monotonic()
+        try:
+            if self._cancel.is_set():
+                raise CancelledError(f"{self.kind} request was cancelled before it started")
+            self._result = self.fn(self)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, never kills the worker
+            self._error = exc
+        finally:
+            self.finished = time.monotonic()
+            self._done.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self.finished = time.monotonic()
+        self._done.set()
+
+
+class LanguageWorker:
+    """A single worker thread with a bounded request lane and a bounded background lane."""
+
+    def __init__(
+        self,
+        max_queue: int,
+        thread_setup: Callable[[], None] | None = None,
+        name: str = "sa2va-language",
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.max_queue = max_queue
+        self._setup = thread_setup
+        self._name = name
+        self._cond = threading.Condition()
+        self._requests: collections.deque[Job] = collections.deque()
+        self._background: collections.deque[Job] = collections.deque()
+        self._running = False
+        self._current: Job | None = None
+        self._thread: threading.Thread | None = None
+        self.completed = 0
+        self.rejected = 0
+        self._busy_time = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "the node is shutting down", timeout: float = 30.0) -> None:
+        """Fail every waiting job with ``reason``, ask the running one to stop, join the thread."""
+        with self._cond:
+            self._running = False
+            pending = list(self._requests) + list(self._background)
+            self._requests.clear()
+            self._background.clear()
+            if self._current is not None:
+                self._current.cancel()
+            self._cond.notify_all()
+        for job in pending:
+            job._fail(WorkerStoppedError(f"{job.kind} request dropped: {reason}"))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("language worker still busy %.0f s after stop was asked", timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[Job], Any], kind: str, background: bool = False) -> Job:
+        """Queue ``fn``; raise QueueFullError (with the reason) when its lane is full."""
+        job = Job(fn, kind, background)
+        with self._cond:
+            if not self._running:
+                raise WorkerStoppedError(f"{kind} request refused: the node is not active")
+            lane = self._background if background else self._requests
+            if len(lane) >= self.max_queue:
+                self.rejected += 1
+                raise QueueFullError(
+                    f"{kind} request rejected: the language worker is busy with "
+                    f"{len(lane)} request(s) already waiting (language_queue_size={self.max_queue}); "
+                    "try again later"
+                )
+            lane.append(job)
+            self._cond.notify()
+        return job
+
+    # -- state for diagnostics --------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._requests)
+
+    @property
+    def background_depth(self) -> int:
+        with self._cond:
+            return len(self._background)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def busy_seconds(self) -> float:
+        """Seconds spent running jobs so far (the running one included)."""
+        current = self._current
+        running = time.monotonic() - current.started if current is not None and current.started else 0.0
+        return self._busy_time + running
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        if self._setup is not None:
+            try:
+                self._setup()
+            except Exception:  # noqa: BLE001 - a failed tweak (priority, threads) is not fatal
+                log.exception("language worker thread set-up failed; continuing with defaults")
+        while True:
+            with self._cond:
+                while self._running and not self._requests and not self._background:
+                    self._cond.wait()
+                if not self._running:
+                    return
+                job = self._requests.popleft() if self._requests else self._background.popleft()
+                self._current = job
+            job._run()
+            with self._cond:
+                self._current = None
+                self.completed += 1
+                if job.started is not None and job.finished is not None:
+                    self._busy_time += job.finished - job.started

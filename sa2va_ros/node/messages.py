@@ -1,0 +1,140 @@
+"""Model results -> our ROS messages (TrackedObject, ObjectArray, label images, Reply text).
+
+Kept apart from the node so that what a field means is decided in one place: bbox is the
+tight box of the mask in source-image pixels, mask_value the object's value in the label
+image published with the same header, state one of TrackedObject.STATE_*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from sa2va_ros.model.prompts import parse_grounded_caption
+from sa2va_ros.msg import ObjectArray
+from sa2va_ros.msg import TrackedObject as TrackedObjectMsg
+
+from .image_codec import array_to_image
+from .label_image import encoding_of, label_image
+
+_STATES = {"tracking": TrackedObjectMsg.STATE_TRACKING, "lost": TrackedObjectMsg.STATE_LOST}
+#: Stop tokens that may survive in decoded text of some templates.
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+def roi(box: Sequence[int] | None) -> RegionOfInterest:
+    """(x0, y0, x1, y1) with exclusive x1/y1 -> RegionOfInterest; all zero for None."""
+    out = RegionOfInterest()
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        out.x_offset, out.y_offset = max(0, x0), max(0, y0)
+        out.width, out.height = max(0, x1 - x0), max(0, y1 - y0)
+    return out
+
+
+def mask_box(mask: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    """Tight (x0, y0, x1, y1) of a bool mask, x1/y1 exclusive; None when empty."""
+    if mask is None:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def clean_text(raw: str) -> str:
+    """The answer for people: [SEG], <p></p> and other markup removed, spaces squeezed."""
+    for token in _END_TOKENS:
+        raw = raw.replace(token, "")
+    return parse_grounded_caption(raw).text
+
+
+@dataclass
+class FoundObject:
+    """An object named in an answer (one per [SEG]), tracked or not."""
+
+    id: int
+    label: str
+    prompt: str
+    mask: np.ndarray | None
+    score: float
+    tracked: bool
+
+
+def is_drawn(obj) -> bool:
+    """Tracker objects that go into the label image: present-or-recent, not lost."""
+    return obj.state == "tracking"
+
+
+def masks_image(objects: Sequence, shape: tuple[int, int], header) -> tuple[Image, list[int]]:
+    """The ``masks`` label image of one tracker step and each object's value in it."""
+    labels, values = label_image([o.mask if is_drawn(o) else None for o in objects], shape)
+    return array_to_image(labels, header, encoding_of(labels)), values
+
+
+def object_array(objects: Sequence, values: Sequence[int], header, camera: str) -> ObjectArray:
+    """The per-frame ``objects`` message; ``values`` from :func:`masks_image`."""
+    array = ObjectArray(header=header, camera=camera)
+    for obj, value in zip(objects, values, strict=True):
+        area = int(np.count_nonzero(obj.mask)) if value else 0
+        array.objects.append(
+            TrackedObjectMsg(
+                id=int(obj.id),
+                prompt=obj.prompt,
+                label=obj.label,
+                score=float(obj.score),
+                state=_STATES.get(obj.state, TrackedObjectMsg.STATE_TRACKING),
+                mask_value=int(value),
+                bbox=roi(obj.box if value else None),
+                area=area,
+                frames_since_seen=int(obj.frames_since_seen),
+            )
+        )
+    return array
+
+
+def tracked_objects(
+    objects: Sequence, shape: tuple[int, int], header, camera: str
+) -> tuple[ObjectArray, Image]:
+    """Both per-frame messages of one tracker step: ``objects`` and the ``masks`` label image."""
+    masks, values = masks_image(objects, shape, header)
+    return object_array(objects, values, header, camera), masks
+
+
+def found_objects(found: Sequence[FoundObject], shape: tuple[int, int] | None, header) -> tuple[list, Image]:
+    """TrackedObject messages and a label image for the objects of an answer.
+
+    Tracked ones start in STATE_INITIALIZING (the tracker grounds them on its next frame);
+    the others are reported as seen on the answered frame.
+    """
+    if not found or shape is None:
+        return [
+            TrackedObjectMsg(
+                id=int(f.id),
+                prompt=f.prompt,
+                label=f.label,
+                score=float(f.score),
+                state=TrackedObjectMsg.STATE_INITIALIZING if f.tracked else TrackedObjectMsg.STATE_TRACKING,
+            )
+            for f in found
+        ], Image()
+    labels, values = label_image([f.mask for f in found], shape)
+    out = []
+    for f, value in zip(found, values, strict=True):
+        out.append(
+            TrackedObjectMsg(
+                id=int(f.id),
+                prompt=f.prompt,
+                label=f.label,
+                score=float(f.score),
+                state=TrackedObjectMsg.STATE_INITIALIZING if f.tracked else TrackedObjectMsg.STATE_TRACKING,
+                mask_value=int(value),
+                bbox=roi(mask_box(f.mask) if value else None),
+                area=int(np.count_nonzero(f.mask)) if value else 0,
+            )
+        )
+    return out, array_to_image(labels, header, encoding_of(labels))

@@ -1,0 +1,620 @@
+"""The sa2va lifecycle node: ROS wiring around the model core, the tracker and two threads.
+
+* configure: read the parameters, load the model (slow: logged), one tracker per camera,
+  output publishers. A model that cannot be loaded fails the transition with the reason and
+  how to fix it; the node stays up, unconfigured. No random-weight fallback, ever.
+* activate: image subscriptions, the tracking loop thread, the language worker thread.
+* deactivate: the reverse; cleanup frees the model and the GPU.
+
+Threads: image callbacks only store the newest frame (camera.py); the tracking loop
+(tracking.py) runs every new frame; the language worker (language_worker.py) runs every
+command, service and chat goal through a bounded queue. Services, the action and commands
+exist from start-up in their own callback groups of a MultiThreadedExecutor, so a request
+made while the model loads or the node is inactive gets a clear answer instead of silence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from sa2va_ros.action import Chat
+from sa2va_ros.model.errors import InputError, Sa2VAError
+from sa2va_ros.msg import Command, ObjectArray, Reply
+from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
+
+from . import params as P
+from .camera import Camera, Frame, FrameScheduler
+from .diagnostics import Diagnostics, NodeSnapshot
+from .image_codec import ImageError, array_to_image, message_to_rgb8
+from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
+from .messages import is_drawn, masks_image, object_array
+from .overlay import OverlayItem, render_overlay
+from .requests import RequestHandlers
+from .tasks import LanguageTasks
+from .tracking import TrackingLoop
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+REQUEST_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+#: Tracker settings that follow node parameters (TrackerConfig field -> parameter).
+TRACKER_FIELDS = {
+    "presence_threshold": "presence_threshold",
+    "mask_threshold": "mask_threshold",
+    "lost_after_frames": "lost_after_frames",
+    "hide_absent_masks": "hide_absent_masks",
+    "num_keyframes": "num_keyframes",
+}
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class Sa2VANode(RequestHandlers, LifecycleNode):
+    """Language-grounded segmentation, tracking and chat on one or more camera streams."""
+
+    def __init__(self, node_name: str = "sa2va", **kwargs: Any) -> None:
+        # LifecycleNode's own __init__ puts the lifecycle services in the default (mutually
+        # exclusive) group, where GetState would wait for a model that takes minutes to load.
+        Node.__init__(self, node_name, **kwargs)
+        try:
+            LifecycleNodeMixin.__init__(
+                self, enable_communication_interface=True, callback_group=ReentrantCallbackGroup()
+            )
+        except TypeError:  # an rclpy without the callback_group argument: GetState waits for configure
+            LifecycleNodeMixin.__init__(self, enable_communication_interface=True)
+        for spec in P.PARAMETERS:
+            self.declare_parameter(
+                spec.name,
+                spec.default,
+                ParameterDescriptor(description=spec.description, dynamic_typing=True),
+            )
+        # After declaring: a bad value given at start-up is reported by configure, not a crash.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._phase = "unconfigured"  # unconfigured / loading / inactive / active
+        self._load_error = ""
+        self._params: P.NodeParams | None = None
+        self._model: Any = None
+        self._tasks: LanguageTasks | None = None
+        self._cameras: list[Camera] = []
+        self._scheduler: FrameScheduler | None = None
+        self._tracking: TrackingLoop | None = None
+        self._worker: LanguageWorker | None = None
+        self._command_subs: list = []
+        self._throttle: dict[str, float] = {}
+        self._transition_lock = threading.Lock()
+
+        self._request_group = ReentrantCallbackGroup()
+        self._image_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._reply_pub = self.create_publisher(Reply, "reply", REQUEST_QOS)
+        self.create_subscription(
+            String,
+            "command",
+            lambda msg: self._on_command("", msg),
+            REQUEST_QOS,
+            callback_group=self._request_group,
+        )
+        self.create_subscription(
+            Command,
+            "command_request",
+            self._on_command_request,
+            REQUEST_QOS,
+            callback_group=self._request_group,
+        )
+        self.create_service(Segment, "segment", self._srv_segment, callback_group=self._request_group)
+        self.create_service(Ask, "ask", self._srv_ask, callback_group=self._request_group)
+        self.create_service(
+            DescribeRegion, "describe_region", self._srv_describe, callback_group=self._request_group
+        )
+        self.create_service(AddObject, "add_object", self._srv_add_object, callback_group=self._request_group)
+        self.create_service(
+            RemoveObjects, "remove_objects", self._srv_remove_objects, callback_group=self._request_group
+        )
+        self._chat_server = ActionServer(
+            self,
+            Chat,
+            "chat",
+            execute_callback=self._execute_chat,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda handle: CancelResponse.ACCEPT,
+            callback_group=self._request_group,
+        )
+        self._diagnostics = Diagnostics(self.get_name())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(
+            self._startup_value("diagnostics_period"),
+            self._publish_diagnostics,
+            callback_group=self._timer_group,
+        )
+
+    # ------------------------------------------------------------------ parameters
+
+    def _startup_value(self, name: str) -> Any:
+        """A parameter needed before configure; its default (with a warning) when invalid."""
+        try:
+            return P.coerce(name, self.get_parameter(name).value)
+        except P.ParameterError as exc:
+            self.get_logger().warning(f"{exc}; using {P.SPECS[name].default}")
+            return P.SPECS[name].default
+
+    @property
+    def autostart(self) -> bool:
+        return bool(self._startup_value("autostart"))
+
+    @property
+    def executor_threads(self) -> int:
+        """Enough executor threads for every request that may wait on the worker, and more."""
+        return min(64, int(self._startup_value("language_queue_size")) + 6)
+
+    def _read_params(self) -> P.NodeParams:
+        return P.from_values({spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS})
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for parameter in parameters:
+            spec = P.SPECS.get(parameter.name)
+            if spec is None:
+                continue  # use_sim_time and other rclpy parameters
+            if not spec.dynamic and self._phase != "unconfigured":
+                return SetParametersResult(successful=False, reason=P.static_change_refusal(spec.name))
+            try:
+                changes[spec.name] = P.coerce(spec.name, parameter.value)
+            except P.ParameterError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if self._params is not None and changes:
+            dynamic = {k: v for k, v in changes.items() if P.SPECS[k].dynamic}
+            if dynamic:
+                self._params = dataclasses.replace(self._params, **dynamic)
+                self._apply_dynamic_params()
+        return SetParametersResult(successful=True)
+
+    def _tracker_config(self, params: P.NodeParams, base: Any = None) -> Any:
+        from sa2va_ros.model import TrackerConfig
+
+        values = {field: getattr(params, name) for field, name in TRACKER_FIELDS.items()}
+        values["reground_period_s"] = params.reground_period or None
+        return dataclasses.replace(base, **values) if base is not None else TrackerConfig(**values)
+
+    def _apply_dynamic_params(self) -> None:
+        params = self._params
+        for camera in self._cameras:
+            # TrackerConfig is frozen and read once per step(): swapping it is atomic.
+            camera.tracker.config = self._tracker_config(params, camera.tracker.config)
+            camera.resize_recent(params.num_keyframes)
+            camera.recent_period = params.recent_frames_period
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        self._phase = "loading"
+        try:
+            params = self._read_params()
+        except P.ParameterError as exc:
+            return self._configure_failed(f"invalid parameter: {exc}")
+        log.info(f"loading model '{params.model}' (device {params.device}, dtype {params.dtype}) ...")
+        t0 = time.monotonic()
+        try:
+            from sa2va_ros.model import Sa2VA
+
+            model = Sa2VA.from_pretrained(params.model, device=params.device, dtype=params.dtype)
+        except Sa2VAError as exc:
+            return self._configure_failed(
+                f"cannot load model '{params.model}': {exc} The node stays unconfigured. Point it at a "
+                "local copy with `--ros-args -p model:=/path/to/Sa2VA-1B` (a folder with config.json and "
+                "model.safetensors), or make the Hugging Face hub reachable, then configure again."
+            )
+        except Exception as exc:  # noqa: BLE001 - any loading failure must leave the node up
+            log.error(traceback.format_exc())
+            return self._configure_failed(
+                f"cannot load model '{params.model}': {type(exc).__name__}: {exc}. "
+                "The node stays unconfigured."
+            )
+        try:
+            self._params = params
+            self._model = model
+            self._tasks = LanguageTasks(model, lambda: self._params.max_new_tokens)
+            self._cameras = []
+            for name in params.cameras:
+                camera = Camera(
+                    name,
+                    model.new_tracker(self._tracker_config(params)),
+                    params.num_keyframes,
+                    params.recent_frames_period,
+                )
+                camera.masks_pub = self.create_lifecycle_publisher(Image, camera.topic("masks"), OUTPUT_QOS)
+                camera.objects_pub = self.create_lifecycle_publisher(
+                    ObjectArray, camera.topic("objects"), OUTPUT_QOS
+                )
+                camera.overlay_pub = self.create_lifecycle_publisher(
+                    Image, camera.topic("overlay"), OUTPUT_QOS
+                )
+                if camera.prefix:  # `command` itself exists from start-up (first camera)
+                    self._command_subs.append(
+                        self.create_subscription(
+                            String,
+                            camera.topic("command"),
+                            lambda msg, c=camera.name: self._on_command(c, msg),
+                            REQUEST_QOS,
+                            callback_group=self._request_group,
+                        )
+                    )
+                self._cameras.append(camera)
+        except Exception as exc:  # noqa: BLE001
+            log.error(traceback.format_exc())
+            self._release()
+            return self._configure_failed(f"configure failed after loading the model: {exc}")
+        if abs(self._diagnostics_timer.timer_period_ns * 1e-9 - params.diagnostics_period) > 1e-6:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = self.create_timer(
+                params.diagnostics_period, self._publish_diagnostics, callback_group=self._timer_group
+            )
+        self._load_error = ""
+        self._phase = "inactive"
+        names = ", ".join(repr(c.name) for c in self._cameras)
+        log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, message: str) -> TransitionCallbackReturn:
+        self.get_logger().error(message)
+        self._load_error = message
+        self._phase = "unconfigured"
+        return TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        params = self._params
+        result = super().on_activate(state)  # activates the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._scheduler = FrameScheduler(self._cameras)
+        for camera in self._cameras:
+            self._subscribe(camera, params)
+        self._worker = LanguageWorker(params.language_queue_size, thread_setup=self._language_thread_setup)
+        self._worker.start()
+        self._tracking = TrackingLoop(
+            self._scheduler, self._process_frame, self._on_tracking_error, self._tracking_thread_setup
+        )
+        self._tracking.start()
+        self._phase = "active"
+        topics = ", ".join(c.subscription.topic_name for c in self._cameras)
+        self.get_logger().info(f"active: tracking {topics}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io("the node was deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown(self) -> None:
+        """Stop threads and free the model from any state (also used when the process exits)."""
+        self._stop_io("the node is shutting down")
+        self._release()
+
+    def bring_up(self) -> bool:
+        """configure + activate, for users who do not manage lifecycles (sa2va_node's autostart)."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self.get_logger().error(
+                "autostart: configure failed (see above); the node stays up, unconfigured. Fix the "
+                "parameter, then: ros2 lifecycle set " + self.get_fully_qualified_name() + " configure"
+            )
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def _stop_io(self, reason: str) -> None:
+        if self._phase == "active":
+            self._phase = "inactive"
+        for camera in self._cameras:
+            if camera.subscription is not None:
+                self.destroy_subscription(camera.subscription)
+                camera.subscription = None
+        if self._tracking is not None:
+            self._tracking.stop()
+            self._tracking = None
+        if self._worker is not None:
+            self._worker.stop(reason)
+
+    def _release(self) -> None:
+        for camera in self._cameras:
+            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub):
+                if pub is not None:
+                    self.destroy_lifecycle_publisher(pub)
+        for sub in self._command_subs:
+            self.destroy_subscription(sub)
+        self._command_subs = []
+        self._cameras = []
+        self._tasks = None
+        device = str(getattr(getattr(self._model, "sam2", None), "device", "cpu"))
+        self._model = None
+        self._params = None  # the next configure reads the parameters again
+        self._phase = "unconfigured"
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ threads
+
+    def _tracking_thread_setup(self) -> None:
+        if self._params.tracking_threads > 0:
+            import torch
+
+            torch.set_num_threads(self._params.tracking_threads)
+
+    def _language_thread_setup(self) -> None:
+        import torch
+
+        params = self._params
+        # Per thread with torch's OpenMP backend: the tracking thread keeps its own setting.
+        torch.set_num_threads(params.language_threads or max(1, (os.cpu_count() or 2) // 2))
+        if params.language_nice > 0 and hasattr(os, "setpriority"):
+            # Linux: niceness is per thread (and inherited by the threads torch starts from it).
+            tid = threading.get_native_id()
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + params.language_nice))
+
+    def _warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._throttle.get(key, -1e9) >= period:
+            self._throttle[key] = now
+            self.get_logger().warning(message)
+
+    # ------------------------------------------------------------------ images and tracking
+
+    def _subscribe(self, camera: Camera, params: P.NodeParams) -> None:
+        reliability = (
+            ReliabilityPolicy.RELIABLE
+            if params.image_qos_reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
+        )
+        qos = QoSProfile(
+            depth=params.image_qos_depth,
+            reliability=reliability,
+            history=HistoryPolicy.KEEP_LAST,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        compressed = params.image_transport == "compressed"
+        topic = camera.topic(params.image_topic) + ("/compressed" if compressed else "")
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, c=camera: self._on_incompatible_qos(c, info),
+            message_lost=lambda info, c=camera: self._on_message_lost(c, info),
+        )
+        scheduler = self._scheduler
+        camera.qos_warned = False
+        camera.transport_warned = False
+        camera.subscribed_at = time.monotonic()
+        camera.subscription = self.create_subscription(
+            CompressedImage if compressed else Image,
+            topic,
+            lambda msg, c=camera: scheduler.offer(c, msg),
+            qos,
+            callback_group=self._image_group,
+            event_callbacks=events,
+        )
+
+    def _process_frame(self, camera: Camera, msg: Any, received: float) -> None:
+        if not self.context.ok():
+            return  # Ctrl-C: ROS is shutting down under us; the loop is about to be stopped
+        params = self._params
+        try:
+            rgb = message_to_rgb8(msg, params.max_image_pixels)
+        except ImageError as exc:
+            camera.stats.bad_frames += 1
+            camera.stats.last_error = str(exc)
+            # Throttled per camera and kind of problem, so one bad frame never hides another.
+            key = f"bad-frame:{camera.name}:{str(exc)[:20]}"
+            self._warn_throttled(key, f"camera '{camera.name}': frame skipped: {exc}")
+            return
+        header = msg.header
+        stamp = _seconds(header.stamp)
+        t0 = time.perf_counter()
+        objects = camera.tracker.step(rgb, stamp if stamp > 0 else None)
+        step = time.perf_counter() - t0
+        masks, values = masks_image(objects, rgb.shape[:2], header)
+        camera.masks_pub.publish(masks)  # first: it is what latency-sensitive consumers wait for
+        camera.objects_pub.publish(object_array(objects, values, header, camera.name))
+        camera.remember(Frame(header, rgb, objects, received))
+        camera.stats.processed += 1
+        now_ros = self.get_clock().now().nanoseconds * 1e-9
+        camera.stats.timings.append(
+            (step, time.monotonic() - received, now_ros - stamp if stamp > 0 else None)
+        )
+        self._publish_overlay(camera, rgb, objects, header, params)
+        self._schedule_regrounding(camera, objects, params)
+
+    def _publish_overlay(self, camera: Camera, rgb, objects, header, params: P.NodeParams) -> None:
+        if params.overlay_rate <= 0 or camera.overlay_pub.get_subscription_count() == 0:
+            return
+        now = time.monotonic()
+        if now - camera.last_overlay < 1.0 / params.overlay_rate:
+            return
+        camera.last_overlay = now
+        items = [
+            OverlayItem(o.id, o.label, o.mask if is_drawn(o) else None, o.score, o.state == "lost")
+            for o in objects
+        ]
+        camera.overlay_pub.publish(
+            array_to_image(render_overlay(rgb, items, params.overlay_alpha), header, "rgb8")
+        )
+
+    def _schedule_regrounding(self, camera: Camera, objects, params: P.NodeParams) -> None:
+        worker, tasks = self._worker, self._tasks
+        now = time.monotonic()
+        for obj in objects:
+            if not obj.needs_reground or obj.id in camera.regrounding:
+                continue
+            expression = camera.expressions.get(obj.id)
+            if not expression:
+                continue  # a box / point / mask object: no words to find it again with
+            if obj.state == "lost" and not params.reground_lost and params.reground_period <= 0:
+                continue
+            if now - camera.last_reground.get(obj.id, -1e9) < params.reground_min_interval:
+                continue
+
+            def run(job, object_id=obj.id, expression=expression):
+                try:
+                    return tasks.reground(camera, object_id, expression, job)
+                finally:
+                    camera.regrounding.discard(object_id)
+
+            try:
+                worker.submit(run, "re-ground", background=True)
+            except (QueueFullError, WorkerStoppedError):
+                return
+            camera.regrounding.add(obj.id)
+            camera.last_reground[obj.id] = now
+
+    def _on_tracking_error(self, camera: Camera, exc: BaseException) -> None:
+        if not self.context.ok():
+            return  # publishing failed because ROS shut down (Ctrl-C): not a tracking problem
+        camera.stats.bad_frames += 1
+        camera.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, InputError):
+            self._warn_throttled(f"track:{camera.name}", f"camera '{camera.name}': frame skipped: {exc}")
+        else:
+            self._warn_throttled(
+                f"track:{camera.name}",
+                f"camera '{camera.name}': tracking failed on a frame (continuing):\n"
+                + "".join(traceback.format_exception(exc)),
+            )
+
+    def _on_incompatible_qos(self, camera: Camera, info: Any) -> None:
+        self._warn_qos(camera, f"incompatible policy {getattr(info, 'last_policy_kind', '?')}")
+
+    def _on_message_lost(self, camera: Camera, info: Any) -> None:
+        camera.stats.lost_in_transport += int(getattr(info, "total_count_change", 1))
+        self._warn_transport(camera, f"{camera.stats.lost_in_transport} image(s) were lost in transport")
+
+    def _warn_transport(self, camera: Camera, what: str) -> None:
+        """Explain the usual cause of images that never arrive: big samples sent best-effort."""
+        if camera.transport_warned or camera.subscription is None:
+            return
+        camera.transport_warned = True
+        self.get_logger().warning(
+            f"camera '{camera.name}': {what} on {camera.subscription.topic_name}. With Fast DDS, "
+            "images over 512 KB (640x480 rgb8 is 900 KB) sent best_effort between processes are "
+            "dropped by its default shared-memory segment: export FASTDDS_DEFAULT_PROFILES_FILE="
+            "<sa2va_ros share>/config/fastdds_large_data.xml for the camera and this node, or use "
+            "image_transport:=compressed, or reliable QoS on both sides (image_qos_reliability:=reliable)."
+        )
+
+    def _check_publisher_qos(self, camera: Camera) -> None:
+        sub = camera.subscription
+        if sub is None:
+            return
+        if (
+            camera.stats.received == 0
+            and time.monotonic() - camera.subscribed_at > 10.0
+            and self.get_publishers_info_by_topic(sub.topic_name)
+            and not camera.qos_warned
+        ):
+            self._warn_transport(camera, "publishers exist but no image arrived for 10 s")
+        if camera.qos_warned or sub.qos_profile.reliability != ReliabilityPolicy.RELIABLE:
+            return
+        for info in self.get_publishers_info_by_topic(sub.topic_name):
+            if info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT:
+                self._warn_qos(camera, "the publisher is best_effort")
+                return
+
+    def _warn_qos(self, camera: Camera, what: str) -> None:
+        if camera.qos_warned or camera.subscription is None:
+            return
+        camera.qos_warned = True
+        sub = camera.subscription
+        ours = _describe_qos(sub.qos_profile)
+        theirs = "; ".join(
+            f"{info.node_namespace.rstrip('/')}/{info.node_name}: {_describe_qos(info.qos_profile)}"
+            for info in self.get_publishers_info_by_topic(sub.topic_name)
+        )
+        self.get_logger().warning(
+            f"camera '{camera.name}': QoS mismatch on {sub.topic_name} ({what}): this node subscribes with "
+            f"[{ours}], the publisher(s) offer [{theirs or 'unknown'}], so no image arrives. Set "
+            "image_qos_reliability to match the camera (best_effort accepts both)."
+        )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        for camera in self._cameras:
+            self._check_publisher_qos(camera)
+        worker = self._worker
+        gpu = None
+        model = self._model
+        device = "n/a"
+        if model is not None:
+            device = str(model.sam2.device)
+            if device.startswith("cuda"):
+                import torch
+
+                gpu = int(torch.cuda.memory_allocated(model.sam2.device))
+        params = self._params
+        snapshot = NodeSnapshot(
+            state=self._phase,
+            model=params.model if params else str(self.get_parameter("model").value),
+            device=device,
+            message=self._load_error or self._phase,
+            queue_depth=worker.depth if worker else 0,
+            queue_size=worker.max_queue if worker else 0,
+            background_depth=worker.background_depth if worker else 0,
+            rejected=worker.rejected if worker else 0,
+            completed=worker.completed if worker else 0,
+            worker_busy_s=worker.busy_seconds() if worker else 0.0,
+            gpu_memory_bytes=gpu,
+        )
+        topic = (params.image_topic if params else "image") + (
+            "/compressed" if params and params.image_transport == "compressed" else ""
+        )
+        self._diagnostics_pub.publish(
+            self._diagnostics.build(
+                self.get_clock().now().to_msg(),
+                snapshot,
+                list(self._cameras),
+                lambda c: c.subscription.topic_name if c.subscription is not None else c.topic(topic),
+            )
+        )
+
+
+def _describe_qos(qos) -> str:
+    reliability = getattr(qos.reliability, "name", str(qos.reliability)).lower()
+    durability = getattr(qos.durability, "name", str(qos.durability)).lower()
+    return f"reliability {reliability}, durability {durability}, depth {qos.depth}"

@@ -1,0 +1,310 @@
+"""Processes and a planner client for the node's integration tests.
+
+* :func:`write_model` writes a tiny checkpoint through the model core's own writer (real
+  loader, real generation; ``force_seg`` makes every answer contain [SEG]) with a 256-pixel
+  SAM-2 so a tracked frame costs tens of milliseconds on a CPU.
+* :class:`Process` runs a console script (``sa2va_node``, ``sa2va_demo_camera``) in its own
+  process with the test's ROS environment (loopback discovery, own domain id) and keeps its
+  log for assertions.
+* :class:`Planner` is the "planner" side: an rclpy node in the test process that subscribes to
+  the node's outputs, calls its services, sends Chat goals and drives its lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sa2va_ros.action import Chat
+from sa2va_ros.msg import Command, ObjectArray, Reply
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+BIN = Path(sys.executable).parent
+
+
+def write_model(out: Path, force_seg: bool = True, sam2_image_size: int = 256) -> Path:
+    """A tiny random Sa2VA checkpoint in the official layout (see model/tiny_checkpoint.py)."""
+    from sa2va_ros.model.sam2_prompt import tiny_sam2_config
+    from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(out, format="internvl", force_seg=force_seg)
+    # The writer's SAM-2 works at 1024 px like the real one; the input size changes no weight
+    # shape, and 256 px keeps a tracked frame in the tens of milliseconds on a CPU.
+    (path / "sam2_config.json").write_text(json.dumps(tiny_sam2_config(image_size=sam2_image_size)))
+    return path
+
+
+class Process:
+    """A console script of ours in its own process, its output captured to a log file."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path):
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(BIN / name), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.log()
+            time.sleep(0.1)
+        return False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (a clean ROS shutdown), then SIGKILL if it hangs; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def node_args(params: dict[str, Any], name: str = "sa2va") -> list[str]:
+    args = ["--ros-args", "-r", f"__node:={name}"]
+    for key, value in params.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = "[" + ", ".join(f"'{v}'" for v in value) + "]"
+        args += ["-p", f"{key}:={value}"]
+    return args
+
+
+class Planner(Node):
+    """The test's side of the conversation, spun by its own executor thread."""
+
+    def __init__(self, name: str = "planner", node: str = "/sa2va"):
+        super().__init__(name)
+        self.target = node
+        self.messages: dict[str, list] = defaultdict(list)
+        self._cond = threading.Condition()
+        self._pubs: dict[str, Any] = {}
+        self._service_clients: dict[str, Any] = {}
+        self._executor = MultiThreadedExecutor(num_threads=4)
+        self._executor.add_node(self)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=2)
+        self._thread.join(5)  # a still-running spin thread at exit aborts the interpreter
+        self.destroy_node()
+
+    # -- topics -------------------------------------------------------------------------------
+
+    def listen(self, topic: str, msg_type: type, reliable: bool = True) -> None:
+        qos = QoSProfile(
+            depth=50, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        )
+        self.create_subscription(msg_type, topic, lambda m, t=topic: self._store(t, m), qos)
+
+    def _store(self, topic: str, msg: Any) -> None:
+        with self._cond:
+            self.messages[topic].append(msg)
+            self._cond.notify_all()
+
+    def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[Any], bool] = lambda m: True,
+        timeout: float = 30.0,
+        after: int = 0,
+    ) -> Any:
+        """The first message on ``topic`` (from index ``after``) matching ``predicate``, or None."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for msg in self.messages[topic][after:]:
+                    if predicate(msg):
+                        return msg
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def count(self, topic: str) -> int:
+        with self._cond:
+            return len(self.messages[topic])
+
+    def publish(self, topic: str, msg: Any, reliable: bool = True) -> None:
+        key = f"{topic}|{type(msg).__name__}|{reliable}"
+        if key not in self._pubs:
+            qos = QoSProfile(
+                depth=10,
+                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            )
+            self._pubs[key] = self.create_publisher(type(msg), topic, qos)
+            deadline = time.monotonic() + 10
+            while self._pubs[key].get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._pubs[key].publish(msg)
+
+    def command(self, text: str) -> None:
+        self.publish("command", String(data=text))
+
+    def request(self, action: int, request_id: str, text: str = "", ids=(), camera: str = "") -> Reply | None:
+        after = self.count("reply")
+        self.publish(
+            "command_request",
+            Command(action=action, request_id=request_id, text=text, object_ids=list(ids), camera=camera),
+        )
+        return self.wait_for("reply", lambda r: r.request_id == request_id, timeout=60, after=after)
+
+    # -- services and actions ---------------------------------------------------------------
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
+        if name not in self._service_clients:
+            self._service_clients[name] = self.create_client(srv_type, name)
+        client = self._service_clients[name]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} is not available")
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda f: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"service {name} did not answer in {timeout} s")
+        return future.result()
+
+    def chat(self, goal: Chat.Goal, cancel_after_feedback: int = 0, timeout: float = 120.0):
+        """Send a Chat goal; returns (result, status, feedback list)."""
+        client = ActionClient(self, Chat, "chat")
+        if not client.wait_for_server(timeout_sec=30):
+            raise TimeoutError("chat action server is not available")
+        feedback: list = []
+        cancel_sent = threading.Event()
+        handle_box: list = []
+
+        def on_feedback(msg):
+            feedback.append(msg.feedback)
+            if cancel_after_feedback and len(feedback) >= cancel_after_feedback and not cancel_sent.is_set():
+                cancel_sent.set()
+                handle_box[0].cancel_goal_async()
+
+        accepted = threading.Event()
+        send = client.send_goal_async(goal, feedback_callback=on_feedback)
+        send.add_done_callback(lambda f: (handle_box.append(f.result()), accepted.set()))
+        if not accepted.wait(30):
+            raise TimeoutError("chat goal was not answered")
+        handle = handle_box[0]
+        assert handle.accepted
+        finished = threading.Event()
+        result_future = handle.get_result_async()
+        result_future.add_done_callback(lambda f: finished.set())
+        if not finished.wait(timeout):
+            raise TimeoutError("chat goal did not finish")
+        response = result_future.result()
+        client.destroy()
+        return response.result, response.status, feedback
+
+    def set_parameters(self, **values: Any):
+        """Set parameters of the node under test; returns the SetParametersResult list."""
+        params = []
+        for name, value in values.items():
+            v = ParameterValue()
+            if isinstance(value, bool):
+                v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+            elif isinstance(value, int):
+                v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+            elif isinstance(value, float):
+                v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+            else:
+                v.type, v.string_value = ParameterType.PARAMETER_STRING, str(value)
+            params.append(Parameter(name=name, value=v))
+        return self.call(
+            SetParameters, f"{self.target}/set_parameters", SetParameters.Request(parameters=params)
+        ).results
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def get_state(self, timeout: float = 30.0) -> str:
+        return self.call(
+            GetState, f"{self.target}/get_state", GetState.Request(), timeout
+        ).current_state.label
+
+    def change_state_async(self, transition: int):
+        if "change_state" not in self._service_clients:
+            self._service_clients["change_state"] = self.create_client(
+                ChangeState, f"{self.target}/change_state"
+            )
+        client = self._service_clients["change_state"]
+        if not client.wait_for_service(timeout_sec=30):
+            raise TimeoutError("change_state is not available")
+        return client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+
+    def change_state(self, transition: int, timeout: float = 120.0) -> bool:
+        future = self.change_state_async(transition)
+        done = threading.Event()
+        future.add_done_callback(lambda f: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"transition {transition} did not finish in {timeout} s")
+        return future.result().success
+
+    def diagnostics(self, name_part: str, timeout: float = 10.0) -> dict[str, str] | None:
+        """Key/values of the newest /diagnostics status whose name contains ``name_part``."""
+        after = self.count("/diagnostics")
+        msg = self.wait_for(
+            "/diagnostics", lambda m: any(name_part in s.name for s in m.status), timeout=timeout, after=after
+        )
+        if msg is None:
+            return None
+        status = next(s for s in msg.status if name_part in s.name)
+        return {"message": status.message, **{kv.key: kv.value for kv in status.values}}
+
+
+def ros_environment(log_dir: Path) -> dict[str, str]:
+    """The test's own ROS environment for child processes (set by conftest.py at import time)."""
+    env = dict(os.environ)
+    assert env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
+    env["ROS_LOG_DIR"] = str(log_dir)
+    return env
+
+
+__all__ = [
+    "CompressedImage",
+    "DiagnosticArray",
+    "Image",
+    "ObjectArray",
+    "Planner",
+    "Process",
+    "Reply",
+    "node_args",
+    "ros_environment",
+    "rclpy",
+    "write_model",
+]

@@ -1,0 +1,290 @@
+"""The node's parts that need no model and no DDS: parameters (and the YAML / launch / RViz files
+that document them), label images, the overlay, the bounded language worker, newest-frame slots
+and the round-robin camera scheduler."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import py_compile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs comes from the venv made by scripts/setup.sh")
+
+from sa2va_ros.node import params as P  # noqa: E402
+from sa2va_ros.node.camera import Camera, FrameScheduler  # noqa: E402
+from sa2va_ros.node.label_image import label_image  # noqa: E402
+from sa2va_ros.node.language_worker import (  # noqa: E402
+    CancelledError,
+    LanguageWorker,
+    QueueFullError,
+    WorkerStoppedError,
+)
+from sa2va_ros.node.messages import clean_text, mask_box, roi  # noqa: E402
+from sa2va_ros.node.overlay import OverlayItem, color_of, render_overlay  # noqa: E402
+from sa2va_ros.node.tasks import expression_prompt  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+def test_the_table_and_the_dataclass_agree():
+    names = [f.name for f in dataclasses.fields(P.NodeParams)]
+    assert names == [s.name for s in P.PARAMETERS]
+    defaults = P.NodeParams.defaults()
+    assert defaults.model == "ByteDance/Sa2VA-1B" and defaults.cameras == ("",)
+    assert defaults.overlay_rate == 0.0, "the overlay is off by default"
+    assert defaults.image_qos_reliability == "best_effort", "the sensor-data profile by default"
+    for spec in P.PARAMETERS:
+        assert len(spec.description) > 10, f"{spec.name} needs a description"
+
+
+def test_values_are_typed_and_validated():
+    p = P.from_values({"overlay_rate": 5, "cameras": ["front", "rear/left"], "device": "cuda:1"})
+    assert p.overlay_rate == 5.0 and isinstance(p.overlay_rate, float)  # -p overlay_rate:=5 works
+    assert p.cameras == ("front", "rear/left")
+    bad = {
+        "presence_threshold": 1.5,
+        "device": "gpu",
+        "dtype": "int8",
+        "cameras": ["a", "a"],
+        "image_topic": "/abs/topic",
+        "image_transport": "theora",
+        "language_queue_size": 0,
+        "lost_after_frames": True,
+        "model": " ",
+        "max_new_tokens": "many",
+    }
+    for name, value in bad.items():
+        with pytest.raises(P.ParameterError) as info:
+            P.from_values({name: value})
+        assert name in str(info.value)
+    with pytest.raises(P.ParameterError, match="unknown parameter"):
+        P.coerce("no_such_thing", 1)
+    with pytest.raises(P.ParameterError, match="not a relative ROS namespace"):
+        P.from_values({"cameras": ["/front"]})
+    assert "cleanup" in P.static_change_refusal("model")
+    assert P.NodeParams.defaults().replace(overlay_rate=2).overlay_rate == 2.0
+
+
+def test_dynamic_parameters_are_the_safe_ones():
+    dynamic = {s.name for s in P.PARAMETERS if s.dynamic}
+    assert {"presence_threshold", "overlay_rate", "reground_period", "num_keyframes"} <= dynamic
+    assert not {"model", "device", "dtype", "cameras", "image_topic", "image_qos_reliability"} & dynamic
+
+
+def test_config_yaml_lists_and_documents_every_parameter_with_its_default():
+    path = REPO / "config" / "sa2va.yaml"
+    data = yaml.safe_load(path.read_text())
+    values = data["/**"]["ros__parameters"]
+    assert list(values) == [s.name for s in P.PARAMETERS]
+    for spec in P.PARAMETERS:
+        assert values[spec.name] == spec.default, spec.name
+    lines = path.read_text().splitlines()
+    for spec in P.PARAMETERS:
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{spec.name}:"))
+        assert lines[index - 1].strip().startswith("#"), f"{spec.name} has no comment above it"
+        tag = "[dynamic]" if spec.dynamic else "[static]"
+        block = "\n".join(lines[max(0, index - 4) : index])
+        assert tag in block, f"{spec.name} is not marked {tag}"
+
+
+def test_launch_file_compiles_and_exposes_the_arguments(tmp_path):
+    launch = REPO / "launch" / "sa2va.launch.py"
+    py_compile.compile(str(launch), cfile=str(tmp_path / "launch.pyc"), doraise=True)
+    tree = ast.parse(launch.read_text())
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for argument in ("model", "device", "dtype", "namespace", "image_topic", "params_file"):
+        assert argument in strings, argument
+    assert {"sa2va_node", "sa2va_demo_camera", "sa2va_ros"} <= strings
+    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+
+
+def test_rviz_config_shows_overlay_and_masks():
+    config = yaml.safe_load((REPO / "config" / "sa2va.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    topics = {d["Name"]: d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
+    assert topics["Overlay"] == "/overlay" and topics["Masks"] == "/masks"
+
+
+# --- label image, messages, overlay -----------------------------------------------------------
+
+
+def test_label_image_values_and_overlaps():
+    a = np.zeros((4, 5), bool)
+    a[0:2, 0:2] = True
+    b = np.zeros((4, 5), bool)
+    b[1:3, 1:3] = True
+    empty = np.zeros((4, 5), bool)
+    labels, values = label_image([a, None, b, empty], (4, 5))
+    assert labels.dtype == np.uint8 and values == [1, 0, 3, 0]
+    assert labels[0, 0] == 1 and labels[1, 1] == 3 and labels[3, 4] == 0  # later wins on overlap
+
+
+def test_label_image_goes_mono16_beyond_255_objects():
+    masks = []
+    for i in range(300):
+        m = np.zeros((20, 20), bool)
+        m.flat[i] = True
+        masks.append(m)
+    labels, values = label_image(masks, (20, 20))
+    assert labels.dtype == np.uint16 and values == list(range(1, 301))
+    assert labels.flat[299] == 300
+
+
+def test_message_helpers():
+    mask = np.zeros((6, 8), bool)
+    mask[2:5, 3:7] = True
+    assert mask_box(mask) == (3, 2, 7, 5)
+    r = roi(mask_box(mask))
+    assert (r.x_offset, r.y_offset, r.width, r.height) == (3, 2, 4, 3)
+    assert roi(None).width == 0 and mask_box(np.zeros((2, 2), bool)) is None
+    assert clean_text("<p> A red mug </p> [SEG] on the table.<|im_end|>") == "A red mug on the table."
+    assert expression_prompt("Please segment the red mug.") == "<image>\nPlease segment the red mug."
+    assert expression_prompt("the red mug on the left") == "<image>\nPlease segment the red mug on the left."
+    assert expression_prompt("<image>\nFind it.") == "<image>\nFind it."
+
+
+def test_overlay_colours_masks_only_and_captions():
+    rgb = np.full((60, 80, 3), 100, np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[30:50, 40:70] = True
+    out = render_overlay(rgb, [OverlayItem(7, "red mug", mask, 0.9)], alpha=0.5)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    inside = out[40, 55].astype(int)
+    expected = (np.array([100, 100, 100]) * 0.5 + np.array(color_of(7)) * 0.5).astype(int)
+    assert np.abs(inside - expected).max() <= 1
+    assert np.array_equal(out[5:20, 0:30], rgb[5:20, 0:30]), "far from the mask nothing changes"
+    assert color_of(7) == color_of(7) and color_of(7) != color_of(8)
+    lost = render_overlay(rgb, [OverlayItem(3, "cup", mask, 0.1, lost=True)])
+    assert np.array_equal(lost[40, 55], rgb[40, 55]), "a lost object's mask is not drawn"
+
+
+# --- language worker --------------------------------------------------------------------------
+
+
+def test_worker_runs_in_order_and_rejects_beyond_its_bound():
+    gate = threading.Event()
+    setup_ran = threading.Event()
+    worker = LanguageWorker(2, thread_setup=setup_ran.set)
+    worker.start()
+    try:
+        order = []
+        blocker = worker.submit(lambda job: gate.wait(5), "first")
+        deadline = time.monotonic() + 5
+        while not worker.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        jobs = [worker.submit(lambda job, i=i: order.append(i) or i, f"job{i}") for i in range(2)]
+        with pytest.raises(QueueFullError, match="language_queue_size=2"):
+            worker.submit(lambda job: None, "third")
+        assert worker.rejected == 1 and worker.depth == 2
+        background = worker.submit(lambda job: order.append("bg"), "re-ground", background=True)
+        gate.set()
+        for job in (blocker, *jobs, background):
+            assert job.wait(5)
+        assert order == [0, 1, "bg"], "requests go before background work"
+        assert [j.result() for j in jobs] == [0, 1]
+        assert setup_ran.is_set()
+    finally:
+        gate.set()
+        worker.stop()
+
+
+def test_worker_survives_errors_and_cancels():
+    worker = LanguageWorker(4)
+    worker.start()
+    try:
+        failing = worker.submit(lambda job: 1 / 0, "bad")
+        assert failing.wait(5)
+        with pytest.raises(ZeroDivisionError):
+            failing.result()
+        assert worker.submit(lambda job: "still alive", "next").wait(5)
+        gate = threading.Event()
+        started = threading.Event()
+
+        def long(job):
+            started.set()
+            while not job.cancel_requested:
+                gate.wait(0.01)
+            return "stopped early"
+
+        running = worker.submit(long, "long")
+        queued = worker.submit(lambda job: "never", "queued")
+        assert started.wait(5)
+        queued.cancel()
+        running.cancel()
+        assert running.wait(5) and running.result() == "stopped early"
+        assert queued.wait(5)
+        with pytest.raises(CancelledError, match="cancelled before it started"):
+            queued.result()
+    finally:
+        worker.stop()
+
+
+def test_worker_stop_fails_waiting_jobs():
+    worker = LanguageWorker(4)
+    worker.start()
+    gate = threading.Event()
+    first = worker.submit(lambda job: gate.wait(5), "first")
+    waiting = worker.submit(lambda job: "x", "waiting")
+    time.sleep(0.05)
+    stopper = threading.Thread(target=worker.stop, args=("the node was deactivated",))
+    stopper.start()
+    time.sleep(0.05)
+    gate.set()
+    stopper.join(5)
+    assert first.wait(1) and waiting.wait(1)
+    with pytest.raises(WorkerStoppedError, match="deactivated"):
+        waiting.result()
+    with pytest.raises(WorkerStoppedError, match="not active"):
+        worker.submit(lambda job: None, "late")
+
+
+# --- cameras ----------------------------------------------------------------------------------
+
+
+def test_newest_frame_slot_drops_and_counts_older_frames():
+    camera = Camera("front", tracker=None)
+    assert camera.prefix == "front/" and camera.topic("masks") == "front/masks"
+    assert Camera("", tracker=None).topic("masks") == "masks"
+    for i in range(5):
+        camera.offer(i)
+    assert camera.stats.received == 5 and camera.stats.dropped == 4
+    msg, _ = camera.take()
+    assert msg == 4 and camera.take() is None
+
+
+def test_scheduler_is_fair_across_cameras():
+    fast, slow = Camera("fast", None), Camera("slow", None)
+    scheduler = FrameScheduler([fast, slow])
+    served = []
+    for _ in range(6):
+        scheduler.offer(fast, "f")
+        if len(served) == 2:
+            scheduler.offer(slow, "s")
+        camera = scheduler.next_ready(timeout=0.1)
+        camera.take()
+        served.append(camera.name)
+    assert "slow" in served[2:4], f"the slow camera waited too long: {served}"
+    t0 = time.monotonic()
+    assert scheduler.next_ready(timeout=0.05) is None and time.monotonic() - t0 >= 0.04
+
+
+def test_recent_frames_are_spaced_in_time():
+    from sa2va_ros.node.camera import Frame
+
+    camera = Camera("", None, recent_frames=3, recent_period=0.5)
+    for i in range(10):
+        camera.remember(Frame(header=i, rgb=np.zeros((2, 2, 3), np.uint8), objects=[], received=i * 0.2))
+    frames = camera.recent(3)
+    assert [f.header for f in frames] == [3, 6, 9], "spaced by >= 0.5 s, newest last"
+    assert camera.latest.header == 9
