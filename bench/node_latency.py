@@ -62,12 +62,12 @@ def main() -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from node_harness import Planner, Process, node_args, ros_environment, write_model
-    from sa2va_ros.msg import Command, Reply
-    from sa2va_ros.srv import Ask
     from sensor_msgs.msg import Image
 
     from sa2va_ros.demo_camera import render
+    from sa2va_ros.msg import Command, Reply
     from sa2va_ros.node.image_codec import array_to_image
+    from sa2va_ros.srv import Ask
 
     if args.model:
         model = Path(args.model)

@@ -14,7 +14,10 @@ Measured side by side in one run, same frames, same SAM-2 config and weights (ra
 2. Memory: our RSS after ``--rss-frames`` (10,000) frames vs after 100 frames
    (``rss_growth_10k``; tiny config at 64x64 input, so 10,000 frames take minutes on a CPU),
    and RSS growth per frame over ``--predictor-frames`` (200) frames side by side with the
-   predictor (tiny config at 256 input, where a frame of predictor state is big enough to see).
+   predictor (tiny config at 512 input, where a frame of predictor state is big enough to see).
+
+Timings run the four streams (ours / predictor, 1 / 4 objects) in lockstep, frame by frame, so
+a machine shared with other jobs slows them alike.
 
 The last line printed is one JSON object with all figures.
 """
@@ -25,7 +28,6 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +47,8 @@ from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig  # noqa: E40
 
 #: The fixtures' tiny SAM-2 shape (Hiera embed 16, stages [1,1,3,1], 1 memory-attention layer).
 FIXTURE_LIKE = dict(embed_dim=16, stages=(1, 1, 3, 1), global_att_blocks=(3, 4), dim_feedforward=1024)
+#: SAM-2 input size of the side-by-side growth run: big enough for a frame of state to show in RSS.
+GROWTH_SIZE = 512
 BOXES = [(40, 30, 140, 120), (170, 40, 290, 150), (30, 140, 150, 230), (180, 150, 300, 230)]
 
 
@@ -91,19 +95,29 @@ def meta_predictor(model: torch.nn.Module, config: dict) -> torch.nn.Module:
     return predictor.eval()
 
 
-def time_predictor(predictor, folder: Path, n_objects: int) -> tuple[list[float], int]:
-    """Seconds per tracked frame (frames 1..), and bytes of tensors it keeps per frame."""
-    state = predictor.init_state(str(folder))
-    for k in range(n_objects):
-        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k + 1, box=np.array(BOXES[k], np.float32))
-    times = []
-    last = None
-    for frame_idx, _, _ in predictor.propagate_in_video(state):
-        now = time.perf_counter()
-        if frame_idx >= 1:
-            times.append(now - last)
-        last = now
-    return times, stored_bytes(state["output_dict_per_obj"]) // max(1, state["num_frames"])
+class PredictorStream:
+    """Meta's SAM2VideoPredictor advanced one frame at a time (its propagate_in_video generator),
+    so its frames can be timed in lockstep with ours under the same machine load."""
+
+    def __init__(self, predictor, folder: Path, n_objects: int):
+        self.state = predictor.init_state(str(folder))  # set-up: decodes and normalises every frame
+        for k in range(n_objects):
+            box = np.array(BOXES[k], np.float32)
+            predictor.add_new_points_or_box(self.state, frame_idx=0, obj_id=k + 1, box=box)
+        self.frames = predictor.propagate_in_video(self.state)
+
+    def step(self, frame: np.ndarray) -> None:  # the frame is already in its state
+        next(self.frames)
+
+
+class OurStream:
+    def __init__(self, sam2: Sa2VASam2, n_objects: int):
+        self.tracker = StreamingTracker(sam2, TrackerConfig())
+        for k in range(n_objects):
+            self.tracker.add_object(box=BOXES[k])
+
+    def step(self, frame: np.ndarray) -> None:
+        self.tracker.step(frame)
 
 
 def stored_bytes(obj, seen: set | None = None) -> int:
@@ -121,19 +135,6 @@ def stored_bytes(obj, seen: set | None = None) -> int:
     return 0
 
 
-def time_ours(sam2: Sa2VASam2, frames: list[np.ndarray], n_objects: int) -> tuple[list[float], int]:
-    tracker = StreamingTracker(sam2, TrackerConfig())
-    for k in range(n_objects):
-        tracker.add_object(box=BOXES[k])
-    times = []
-    for i, frame in enumerate(frames):
-        t0 = time.perf_counter()
-        tracker.step(frame)
-        if i >= 1:
-            times.append(time.perf_counter() - t0)
-    return times, sum(stored_bytes(t.bank.output_dict()) for t in tracker._tracks.values())
-
-
 def speed(args) -> dict:
     if args.speed_config == "tiny":
         config, label = tiny_sam2_config(**FIXTURE_LIKE), "tiny trunk (fixture shape) at 1024 input"
@@ -145,63 +146,71 @@ def speed(args) -> dict:
     sam2 = Sa2VASam2(model)
     predictor = meta_predictor(model, config)
     frames = make_frames(args.frames, 240, 320)
+    totals = {"ours1": 0.0, "meta1": 0.0, "ours4": 0.0, "meta4": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         frames = write_jpegs(frames, Path(tmp))
         t0 = time.perf_counter()
         for f in frames[:3]:
             sam2.encode(f)
         backbone = (time.perf_counter() - t0) / 3
-        runs: dict[str, list[float]] = {"ours1": [], "meta1": [], "ours4": [], "meta4": []}
-        state_bytes = {}
-        for _ in range(args.repeats):  # interleaved, best mean kept: robust to a busy machine
-            t, state_bytes["ours1"] = time_ours(sam2, frames, 1)
-            runs["ours1"].append(statistics.mean(t))
-            t, state_bytes["meta1"] = time_predictor(predictor, Path(tmp), 1)
-            runs["meta1"].append(statistics.mean(t))
-            t, _ = time_ours(sam2, frames, 4)
-            runs["ours4"].append(statistics.mean(t))
-            if not args.quick:
-                t, _ = time_predictor(predictor, Path(tmp), 4)
-                runs["meta4"].append(statistics.mean(t))
-    best = {k: min(v) for k, v in runs.items() if v}
-    out = {
+        for _ in range(args.repeats):
+            streams = {
+                "ours1": OurStream(sam2, 1),
+                "meta1": PredictorStream(predictor, Path(tmp), 1),
+                "ours4": OurStream(sam2, 4),
+                "meta4": PredictorStream(predictor, Path(tmp), 4),
+            }
+            names = list(streams)
+            for i, frame in enumerate(frames):
+                # Lockstep: every stream does frame i before any does i + 1, in a rotating order,
+                # so a busy machine slows all of them alike. Frame 0 (the prompt frame) is not timed.
+                for name in names[i % 4 :] + names[: i % 4]:
+                    t0 = time.perf_counter()
+                    streams[name].step(frame)
+                    if i >= 1:
+                        totals[name] += time.perf_counter() - t0
+            state_bytes = {
+                "ours1": stored_bytes(streams["ours1"].tracker._tracks[1].bank.output_dict()),
+                "meta1": stored_bytes(streams["meta1"].state["output_dict_per_obj"]) // len(frames),
+            }
+            del streams
+    per_frame = {k: v / (args.repeats * (len(frames) - 1)) for k, v in totals.items()}
+    return {
         "speed_config": label,
         "speed_frames": args.frames,
         "backbone_ms": round(backbone * 1e3, 1),
-        "ours_ms_per_frame_1obj": round(best["ours1"] * 1e3, 1),
-        "predictor_ms_per_frame_1obj": round(best["meta1"] * 1e3, 1),
-        "ours_ms_per_frame_4obj": round(best["ours4"] * 1e3, 1),
-        "ratio_1obj": round(best["ours1"] / best["meta1"], 3),
-        "ratio_4obj_per_object": round(best["ours4"] / 4 / best["ours1"], 3),
+        "ours_ms_per_frame_1obj": round(per_frame["ours1"] * 1e3, 1),
+        "predictor_ms_per_frame_1obj": round(per_frame["meta1"] * 1e3, 1),
+        "ours_ms_per_frame_4obj": round(per_frame["ours4"] * 1e3, 1),
+        "predictor_ms_per_frame_4obj": round(per_frame["meta4"] * 1e3, 1),
+        "ratio_1obj": round(per_frame["ours1"] / per_frame["meta1"], 3),
+        "ratio_4obj_per_object": round(per_frame["ours4"] / 4 / per_frame["ours1"], 3),
+        "predictor_ratio_4obj_per_object": round(per_frame["meta4"] / 4 / per_frame["meta1"], 3),
         "predictor_state_kb_per_frame_1obj_1024": round(state_bytes["meta1"] / 1024, 1),
         "ours_state_kb_1obj_1024": round(state_bytes["ours1"] / 1024, 1),
     }
-    if "meta4" in best:
-        out["predictor_ms_per_frame_4obj"] = round(best["meta4"] * 1e3, 1)
-    return out
 
 
 def growth_side_by_side(n_frames: int, image_size: int) -> dict:
-    """RSS growth per frame over the same frames: ours vs SAM2VideoPredictor (one box object).
-
-    At 64x64 input a frame of predictor state is ~4 KiB, which the allocator hides; at 256 it is
-    ~70 KiB, so the growth shows in RSS. The predictor loads all frames in init_state (before
-    the first reading) and then keeps every frame's state; we keep a bounded window.
+    """Growth per frame over the same frames, ours vs SAM2VideoPredictor (one box object): RSS
+    and the bytes of tensors each keeps. The predictor decodes all frames in init_state, before
+    the first reading; afterwards it keeps every frame's state, we keep a bounded window.
     """
     config = tiny_sam2_config(image_size=image_size)
     model = build_sam2(config, seed=0)
     frames = make_frames(n_frames, 64, 64, seed=2)
     box = (5, 5, 40, 40)
+    warm = min(50, n_frames // 4)  # past the memory / pointer windows and allocator warm-up
     tracker = StreamingTracker(Sa2VASam2(model), TrackerConfig())
-    tracker.add_object(box=box)
-    warm = 20  # past the memory / pointer windows
+    tid = tracker.add_object(box=box)
     for i, frame in enumerate(frames):
         tracker.step(frame)
         if i + 1 == warm:
             gc.collect()
-            ours_before = rss_bytes()
+            ours_rss, ours_state = rss_bytes(), stored_bytes(tracker._tracks[tid].bank.output_dict())
     gc.collect()
-    ours = (rss_bytes() - ours_before) / (n_frames - warm)
+    ours_rss = (rss_bytes() - ours_rss) / (n_frames - warm)
+    ours_state = (stored_bytes(tracker._tracks[tid].bank.output_dict()) - ours_state) / (n_frames - warm)
     del tracker
     predictor = meta_predictor(model, config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,14 +220,16 @@ def growth_side_by_side(n_frames: int, image_size: int) -> dict:
         for k, _ in enumerate(predictor.propagate_in_video(state)):
             if k + 1 == warm:
                 gc.collect()
-                before = rss_bytes()
+                pred_rss, pred_state = rss_bytes(), stored_bytes(state["output_dict_per_obj"])
         gc.collect()
-        pred = (rss_bytes() - before) / (n_frames - warm)
-        pred_state = stored_bytes(state["output_dict_per_obj"]) / n_frames
+        pred_rss = (rss_bytes() - pred_rss) / (n_frames - warm)
+        pred_state = (stored_bytes(state["output_dict_per_obj"]) - pred_state) / (n_frames - warm)
+    tag = f"{image_size}px"
     return {
-        f"ours_rss_growth_kb_per_frame_{image_size}px": round(ours / 1024, 2),
-        f"predictor_rss_growth_kb_per_frame_{image_size}px": round(pred / 1024, 2),
-        f"predictor_state_kb_per_frame_{image_size}px": round(pred_state / 1024, 2),
+        f"ours_rss_growth_kb_per_frame_{tag}": round(ours_rss / 1024, 2),
+        f"predictor_rss_growth_kb_per_frame_{tag}": round(pred_rss / 1024, 2),
+        f"ours_state_growth_kb_per_frame_{tag}": round(ours_state / 1024, 2),
+        f"predictor_state_growth_kb_per_frame_{tag}": round(pred_state / 1024, 2),
     }
 
 
@@ -255,7 +266,7 @@ def memory(args) -> dict:
         "growth_frames": args.predictor_frames,
     }
     del tracker
-    result.update(growth_side_by_side(args.predictor_frames, image_size=256))
+    result.update(growth_side_by_side(args.predictor_frames, image_size=GROWTH_SIZE))
     return result
 
 
@@ -263,9 +274,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer frames, one repeat")
+    parser.add_argument("--quick", action="store_true", help="fewer frames (a few minutes)")
     parser.add_argument("--frames", type=int, default=None, help="frames of the 1024 speed run (default 12)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved speed repeats (default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="speed passes to average (default 1)")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of our RSS run (default 10000)")
     parser.add_argument(
         "--predictor-frames",
@@ -285,7 +296,7 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.frames = args.frames or (6 if args.quick else 12)
-    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.repeats = args.repeats or 1
     args.rss_frames = args.rss_frames or (2000 if args.quick else 10_000)
     args.predictor_frames = args.predictor_frames or (60 if args.quick else 200)
     if args.threads:
@@ -297,10 +308,12 @@ def main() -> None:
         print(
             f"memory @64px: RSS {result['rss_mb_at_100']} MiB after 100 frames, "
             f"{result['rss_mb_at_end']} MiB after {args.rss_frames} -> growth "
-            f"{result['rss_growth_10k']:+.2%} (target within 2%); over {args.predictor_frames} frames at "
-            f"256px: ours {result['ours_rss_growth_kb_per_frame_256px']} KiB/frame, SAM2VideoPredictor "
-            f"{result['predictor_rss_growth_kb_per_frame_256px']} KiB/frame (its stored state: "
-            f"{result['predictor_state_kb_per_frame_256px']} KiB/frame)",
+            f"{result['rss_growth_10k']:+.2%} (target within 2%); growth per frame over "
+            f"{args.predictor_frames} frames at {GROWTH_SIZE}px, ours vs SAM2VideoPredictor: RSS "
+            f"{result[f'ours_rss_growth_kb_per_frame_{GROWTH_SIZE}px']} vs "
+            f"{result[f'predictor_rss_growth_kb_per_frame_{GROWTH_SIZE}px']} KiB, stored tensors "
+            f"{result[f'ours_state_growth_kb_per_frame_{GROWTH_SIZE}px']} vs "
+            f"{result[f'predictor_state_growth_kb_per_frame_{GROWTH_SIZE}px']} KiB",
             flush=True,
         )
     if not args.skip_speed:

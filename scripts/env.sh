@@ -9,5 +9,8 @@ export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export ROS_HOME="${ROS_HOME:-$_sa2va_venv/ros_home}"
 # Keep DDS discovery on this machine unless you deliberately change it.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+# Fast DDS's default shared-memory segment drops best-effort messages above ~512 KB (one 640x480
+# rgb8 frame is 900 KB): use our profile with a 16 MB segment unless you chose one yourself.
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sa2va_root/config/fastdds_large_data.xml}"
 mkdir -p "$ROS_HOME"
 unset _sa2va_root _sa2va_venv

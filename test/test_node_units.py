@@ -155,15 +155,16 @@ def test_message_helpers():
 
 
 def test_overlay_colours_masks_only_and_captions():
-    rgb = np.full((60, 80, 3), 100, np.uint8)
-    mask = np.zeros((60, 80), bool)
+    rgb = np.full((120, 160, 3), 100, np.uint8)
+    mask = np.zeros((120, 160), bool)
     mask[30:50, 40:70] = True
     out = render_overlay(rgb, [OverlayItem(7, "red mug", mask, 0.9)], alpha=0.5)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     inside = out[40, 55].astype(int)
     expected = (np.array([100, 100, 100]) * 0.5 + np.array(color_of(7)) * 0.5).astype(int)
     assert np.abs(inside - expected).max() <= 1
-    assert np.array_equal(out[5:20, 0:30], rgb[5:20, 0:30]), "far from the mask nothing changes"
+    assert np.array_equal(out[70:, :], rgb[70:, :]), "far from the mask (and its caption) nothing changes"
+    assert not np.array_equal(out[10:30, 40:120], rgb[10:30, 40:120]), "the caption sits above the mask"
     assert color_of(7) == color_of(7) and color_of(7) != color_of(8)
     lost = render_overlay(rgb, [OverlayItem(3, "cup", mask, 0.1, lost=True)])
     assert np.array_equal(lost[40, 55], rgb[40, 55]), "a lost object's mask is not drawn"

@@ -41,14 +41,14 @@ def render_overlay(rgb: np.ndarray, items: Sequence[OverlayItem], alpha: float =
     """
     out = rgb.copy()
     h, w = out.shape[:2]
-    scale = max(0.55, min(w, h) / 480.0)
-    thickness = max(1, round(scale * 1.5))
+    font = max(0.4, min(w, h) / 480.0)  # cv2 font scale: ~10 px tall text at 240 px, 20 px at 480
+    thickness = 1 if font < 0.8 else 2
     captions: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
     for item in items:
         color = color_of(item.id)
         text = f"{item.id} {item.label}".strip() + ("" if not item.lost else " (lost)")
         if item.mask is None or not item.mask.any() or item.lost:
-            captions.append((text, (4, 4 + (len(captions) + 1) * int(18 * scale)), color))
+            captions.append((text, (4, 4 + (len(captions) + 1) * int(24 * font)), color))
             continue
         mask = item.mask
         blended = (out[mask] * (1.0 - alpha) + np.array(color) * alpha).astype(np.uint8)
@@ -56,10 +56,12 @@ def render_overlay(rgb: np.ndarray, items: Sequence[OverlayItem], alpha: float =
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, color, thickness)
         ys, xs = np.nonzero(mask)
-        captions.append((f"{text} {item.score:.2f}", (int(xs.min()), max(int(ys.min()) - 3, 12)), color))
+        captions.append(
+            (f"{text} {item.score:.2f}", (int(xs.min()), max(int(ys.min()) - 3, int(22 * font))), color)
+        )
     for text, (x, y), color in captions:
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, thickness)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)
         x = min(max(0, x), max(0, w - tw))
         cv2.rectangle(out, (x, y - th - base), (x + tw, y + base // 2), (0, 0, 0), cv2.FILLED)
-        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, color, thickness, cv2.LINE_AA)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font, color, thickness, cv2.LINE_AA)
     return out

@@ -18,6 +18,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import interface_samples as s  # noqa: E402
+
 from sa2va_ros.action import Chat  # noqa: E402
 from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 

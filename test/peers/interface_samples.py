@@ -3,9 +3,10 @@ test_interfaces_ros.py (the test process and the separate peer process)."""
 
 from __future__ import annotations
 
-from sa2va_ros.msg import Command, ObjectArray, Reply, TrackedObject
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
+
+from sa2va_ros.msg import Command, ObjectArray, Reply, TrackedObject
 
 
 def header(i: int) -> Header:

@@ -34,10 +34,11 @@ from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sa2va_ros.action import Chat
-from sa2va_ros.msg import Command, ObjectArray, Reply
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
+
+from sa2va_ros.action import Chat
+from sa2va_ros.msg import Command, ObjectArray, Reply
 
 BIN = Path(sys.executable).parent
 
