@@ -291,7 +291,7 @@ def test_batched_objects_match_objects_tracked_alone(sam2: Sa2VASam2) -> None:
     what each would get alone -- also when they were grounded at different times."""
     frames = _frames(30)
     starts = {1: 0, 2: 0, 3: 4}  # seed -> first frame
-    together = StreamingTracker(sam2, TrackerConfig(num_keyframes=3))
+    together = StreamingTracker(sam2, TrackerConfig(num_keyframes=3, batch_objects=True))
     alone = {s: StreamingTracker(sam2, TrackerConfig(num_keyframes=3)) for s in starts}
     ids: dict[int, int] = {}
     for i, frame in enumerate(frames):
@@ -308,8 +308,8 @@ def test_batched_objects_match_objects_tracked_alone(sam2: Sa2VASam2) -> None:
                 joint[ids[s]].low_res_logits, single.low_res_logits, atol=2e-5, rtol=1e-5
             )
             assert joint[ids[s]].is_keyframe == single.is_keyframe
-    layouts = {t.bank.layout(together.frame_index, False) for t in together._tracks.values()}
-    assert len(layouts) == 1  # by now all three share one batch
+    groups = together._group_by_layout(list(together._tracks.values()), together.frame_index)
+    assert [len(g) for g in groups] == [3]  # by now all three share one batch
 
 
 # ----------------------------------------------------------------------------- Sa2VA-i

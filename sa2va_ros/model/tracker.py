@@ -80,6 +80,10 @@ class TrackerConfig:
     #: "absent" memories do not fight the fresh conditioning frame (SAM-2's
     #: clear_non_cond_mem_around_input idea). Off = plain SAM-2 behaviour.
     clear_recent_on_reground: bool = False
+    #: Run memory attention / decoder / memory encoder of objects with equal memory layouts as
+    #: one batch. None = on CUDA only: on a CPU the batch was measured ~9% slower than a loop
+    #: over objects (4 objects, 1024 input), on a GPU batching saves kernel launches.
+    batch_objects: bool | None = None
 
     def __post_init__(self) -> None:
         if self.num_keyframes < 1:
@@ -547,6 +551,11 @@ class StreamingTracker:
         return self._decoded(track, out, 0, is_keyframe=True)
 
     def _group_by_layout(self, tracks: list[_Track], frame_idx: int) -> list[list[_Track]]:
+        batch = self.config.batch_objects
+        if batch is None:
+            batch = self.sam2.device.type == "cuda"
+        if not batch:
+            return [[t] for t in tracks]
         with_offsets = bool(self.model.add_tpos_enc_to_obj_ptrs)
         groups: dict[tuple, list[_Track]] = {}
         for track in tracks:
