@@ -211,9 +211,15 @@ class Sa2VA:
 
     # -- image tasks -----------------------------------------------------------------------
 
-    def _masks_for(
+    def masks_for(
         self, image: np.ndarray, g: Grounding, region_mask: np.ndarray | None = None
     ) -> SegmentResult:
+        """SAM-2's masks for a grounding's [SEG] embeddings on ``image`` (one backbone pass).
+
+        Public so callers that ground on other frames (e.g. a camera's recent frames) can
+        segment the newest one without repeating this step.
+        """
+        image = as_rgb_uint8(image)
         masks: list[np.ndarray] = []
         scores: list[float] = []
         if g.seg_embeddings.shape[0]:
@@ -238,7 +244,7 @@ class Sa2VA:
         """
         image = as_rgb_uint8(image)
         g = self.ground(image, prompt, history=history, max_new_tokens=max_new_tokens, on_text=on_text)
-        return self._masks_for(image, g)
+        return self.masks_for(image, g)
 
     def chat(
         self,
@@ -298,13 +304,13 @@ class Sa2VA:
             max_new_tokens=max_new_tokens,
             on_text=on_text,
         )
-        return self._masks_for(image, g, region_mask=region)
+        return self.masks_for(image, g, region_mask=region)
 
     def caption(self, image: np.ndarray, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> CaptionResult:
         """Grounded caption: ``<p> phrase </p> [SEG]`` pairs become (phrase, mask)."""
         image = as_rgb_uint8(image)
         g = self.ground(image, prompts.GROUNDED_CAPTION_PROMPT, max_new_tokens=max_new_tokens)
-        seg = self._masks_for(image, g)
+        seg = self.masks_for(image, g)
         parsed = prompts.parse_grounded_caption(g.text)
         phrases = [
             CaptionPhrase(p.phrase, seg.masks[p.seg_index])

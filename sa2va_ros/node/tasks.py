@@ -199,15 +199,9 @@ class LanguageTasks:
                 on_text=stop,
             )
             newest = frames[-1]
-            masks: list[np.ndarray] = []
-            scores: list[float] = []
-            if g.seg_embeddings.shape[0] and not g.cancelled:
-                seg = self.model.sam2.segment_image(newest.rgb, g.seg_embeddings)
-                masks = list(seg.masks)
-                scores = [float(s) for s in seg.object_score_logits.float().sigmoid().flatten().tolist()]
-            result = _Result(g.text, masks, g.seg_embeddings, scores)
             answer = Answer(raw_text=g.text, text=clean_text(g.text), frame=newest, cancelled=g.cancelled)
             if not g.cancelled:
+                result = self.model.masks_for(newest.rgb, g)
                 answer.found = self._found(result, camera, track, question, label, None)
             return answer
         if source != SOURCE_LATEST_FRAME:
@@ -265,13 +259,3 @@ class LanguageTasks:
     @staticmethod
     def _num_keyframes(camera: Camera) -> int:
         return int(getattr(camera.tracker.config, "num_keyframes", 5))
-
-
-@dataclass
-class _Result:
-    """The fields of a SegmentResult that :meth:`LanguageTasks._found` reads."""
-
-    text: str
-    masks: list
-    seg_embeddings: object
-    scores: list
