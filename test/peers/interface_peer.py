@@ -31,11 +31,16 @@ def call(node: Node, srv_type, name: str, request, timeout: float = 20.0):
     client = node.create_client(srv_type, name)
     if not client.wait_for_service(timeout_sec=timeout):
         raise RuntimeError(f"service {name} not available")
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    if not future.done():
-        raise RuntimeError(f"service {name} timed out")
-    return future.result()
+    # wait_for_service() can return before the server has matched our response reader, and a
+    # request sent in that window is answered into the void (a known DDS discovery race). These
+    # sample services are idempotent, so a lost exchange is simply asked again.
+    for _ in range(3):
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout / 3)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    raise RuntimeError(f"service {name} timed out")
 
 
 def main() -> int:
