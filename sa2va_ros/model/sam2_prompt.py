@@ -6,8 +6,10 @@ way to pass such a token (``SAM2Base._forward_sam_heads`` builds the sparse prom
 always applies the "no object" score masking, which Sa2VA disabled). So this module builds a
 stock ``SAM2Base`` and drives its parts directly -- ``image_encoder``, ``sam_prompt_encoder``,
 ``sam_mask_decoder``, ``_prepare_memory_conditioned_features``, ``_encode_new_memory`` -- with
-one small hand-written replacement of ``_forward_sam_heads`` (:func:`run_sam_heads`). No SAM-2
-module is subclassed or patched, so weights and numerics stay Meta's.
+one small hand-written replacement of ``_forward_sam_heads`` (:func:`run_sam_heads`). Weights
+stay Meta's; two SAM-2 modules get exact rewrites that do less work for the same numbers: the
+memory attention (:mod:`.memory_attention`) and the sine position encodings
+(:mod:`.position_encoding`).
 
 Also here: the exact inverse of loading (:func:`sam2_official_state_dict`) and a tiny config
 (:func:`tiny_sam2_config`) so tests can write small checkpoints in the official layout.
@@ -32,6 +34,8 @@ from PIL import Image
 from .checkpoint import SAM2_PREFIX, take_prefix
 from .errors import CheckpointError, InputError
 from .images import as_rgb_uint8
+from .memory_attention import use_factored_memory_attention
+from .position_encoding import use_shared_position_encodings
 
 #: Meta's packaged config of SAM-2 v2.0 Hiera-L, the SAM-2 of every official Sa2VA checkpoint.
 SAM2_BASE_CONFIG = "configs/sam2/sam2_hiera_l.yaml"
@@ -475,6 +479,8 @@ class Sa2VASam2:
         self.dtype = dtype
         # Inference only: no parameter ever needs a gradient.
         self.model = model.to(self.device).eval().requires_grad_(False)
+        use_factored_memory_attention(self.model)
+        use_shared_position_encodings(self.model)
         self.image_size = int(self.model.image_size)
 
     @classmethod
