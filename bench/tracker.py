@@ -111,8 +111,8 @@ class PredictorStream:
 
 
 class OurStream:
-    def __init__(self, sam2: Sa2VASam2, n_objects: int):
-        self.tracker = StreamingTracker(sam2, TrackerConfig())
+    def __init__(self, sam2: Sa2VASam2, n_objects: int, batch_objects: bool | None = None):
+        self.tracker = StreamingTracker(sam2, TrackerConfig(batch_objects=batch_objects))
         for k in range(n_objects):
             self.tracker.add_object(box=BOXES[k])
 
@@ -158,9 +158,9 @@ def speed(args) -> dict:
         backbone = (time.perf_counter() - t0) / 3
         for _ in range(args.repeats):
             streams = {
-                "ours1": OurStream(sam2, 1),
+                "ours1": OurStream(sam2, 1, args.batch_objects),
                 "meta1": PredictorStream(predictor, Path(tmp), 1),
-                "ours4": OurStream(sam2, 4),
+                "ours4": OurStream(sam2, 4, args.batch_objects),
                 "meta4": PredictorStream(predictor, Path(tmp), 4),
             }
             names = list(streams)
@@ -182,6 +182,7 @@ def speed(args) -> dict:
         "speed_config": label,
         "speed_frames": args.frames,
         "speed_clock": args.clock,
+        "batch_objects": {None: "auto", True: "on", False: "off"}[args.batch_objects],
         "backbone_ms": round(backbone * 1e3, 1),
         "ours_ms_per_frame_1obj": round(per_frame["ours1"] * 1e3, 1),
         "predictor_ms_per_frame_1obj": round(per_frame["meta1"] * 1e3, 1),
@@ -301,12 +302,19 @@ def main() -> None:
         default="wall",
         help="time the speed run by wall clock or by process CPU time (robust on a shared machine)",
     )
+    parser.add_argument(
+        "--batch-objects",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="TrackerConfig.batch_objects of our tracker (auto: the tracker's default for the device)",
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.frames = args.frames or (6 if args.quick else 12)
     args.repeats = args.repeats or 1
+    args.batch_objects = {"auto": None, "on": True, "off": False}[args.batch_objects]
     args.rss_frames = args.rss_frames or (2000 if args.quick else 10_000)
     args.predictor_frames = args.predictor_frames or (60 if args.quick else 200)
     if args.threads:

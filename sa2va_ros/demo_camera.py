@@ -20,7 +20,7 @@ import sys
 import cv2
 import numpy as np
 
-from .node.image_codec import ENCODINGS, array_to_image
+from .node.image_codec import ENCODINGS, array_to_image, byte_sequence
 
 ENCODABLE = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2")
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
             )
             if ok:
-                pub_c.publish(CompressedImage(header=msg.header, format="jpeg", data=jpeg.tobytes()))
+                pub_c.publish(CompressedImage(header=msg.header, format="jpeg", data=byte_sequence(jpeg)))
         count[0] += 1
         if frames and count[0] >= frames:
             raise SystemExit(0)

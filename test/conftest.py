@@ -1,12 +1,14 @@
 """Test infrastructure shared by every test.
 
-Every test process gets its own ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (DDS
-never leaves the machine) and a temporary ROS_HOME, set before anything imports rclpy. The Fast
-DDS shared-memory files this session creates are removed at the end.
+Every test process gets its own ROS_DOMAIN_ID (claimed with a lock file, see _claim_domain_id),
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (DDS never leaves the machine) and a temporary ROS_HOME,
+set before anything imports rclpy. The Fast DDS shared-memory files this session creates are
+removed at the end.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import tempfile
@@ -19,17 +21,32 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 SHM = Path("/dev/shm")
 
 
-def _domain_id() -> int:
-    """A domain id distinct per parallel test process (pytest-xdist worker or plain pid)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if worker.startswith("gw") and worker[2:].isdigit():
-        return 60 + int(worker[2:]) % 40
-    return 1 + os.getpid() % 59  # Linux allows domain ids 0..101 with the default port mapping
+def _claim_domain_id() -> int:
+    """A ROS_DOMAIN_ID that no other process on this machine holds, for this process's life.
+
+    Each id is an flock on a file in the temp dir; the kernel drops it when the process ends, so
+    a crashed run never leaks one. Two pytest sessions (or xdist workers) running at once thus
+    never share a domain and cannot hear each other's nodes. Children (node processes started by
+    tests) inherit the id through the environment.
+    """
+    start = os.getpid()
+    for k in range(100):
+        domain = 1 + (start + k) % 100  # Linux allows 0..101 with the default port mapping
+        handle = open(Path(tempfile.gettempdir()) / f"sa2va_ros_domain_{domain}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _DOMAIN_LOCKS.append(handle)  # held open (and locked) until this process exits
+        return domain
+    raise RuntimeError("all ROS domain ids 1..100 are held by other test processes on this machine")
 
 
+_DOMAIN_LOCKS: list = []
 # Set at import time (before any test module imports rclpy), not in a fixture.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(_domain_id()))
+os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
 os.environ["RMW_IMPLEMENTATION"] = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 _ros_home = tempfile.mkdtemp(prefix="sa2va_ros_home_")
 os.environ["ROS_HOME"] = _ros_home

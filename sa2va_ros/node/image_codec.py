@@ -9,6 +9,7 @@ what a camera sends.
 
 from __future__ import annotations
 
+import array
 import io
 import sys
 from dataclasses import dataclass
@@ -231,21 +232,33 @@ def array_to_image(pixels: np.ndarray, header=None, encoding: str | None = None)
 
     Written in native byte order with ``is_bigendian`` set to match, no row padding.
     """
-    array = np.ascontiguousarray(pixels)
-    channels = 1 if array.ndim == 2 else array.shape[2]
+    contiguous = np.ascontiguousarray(pixels)
+    channels = 1 if contiguous.ndim == 2 else contiguous.shape[2]
     if encoding is None:
-        encoding = _OUTPUT_ENCODINGS.get((array.dtype, channels))
+        encoding = _OUTPUT_ENCODINGS.get((contiguous.dtype, channels))
         if encoding is None:
-            raise ImageError(f"no image encoding for {array.dtype} with {channels} channels")
+            raise ImageError(f"no image encoding for {contiguous.dtype} with {channels} channels")
     msg = Image()
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.height, msg.width = int(contiguous.shape[0]), int(contiguous.shape[1])
     msg.encoding = encoding
-    msg.is_bigendian = int(_NATIVE_BIG_ENDIAN and array.dtype.itemsize > 1)
-    msg.step = int(array.shape[1] * channels * array.dtype.itemsize)
-    msg.data = array.tobytes()
+    msg.is_bigendian = int(_NATIVE_BIG_ENDIAN and contiguous.dtype.itemsize > 1)
+    msg.step = int(contiguous.shape[1] * channels * contiguous.dtype.itemsize)
+    msg.data = byte_sequence(contiguous)
     return msg
+
+
+def byte_sequence(buffer: np.ndarray | bytes) -> array.array:
+    """A ``uint8[]`` message field value made from any contiguous buffer, in one copy.
+
+    Humble's generated setters (``if __debug__``) check every element of a bytes or list value in
+    Python: two passes over the 900 KB of a 640x480 frame cost tens of milliseconds. An
+    ``array.array('B')`` is taken as it is by every distro's setter.
+    """
+    out = array.array("B")
+    out.frombytes(memoryview(buffer).cast("B"))
+    return out
 
 
 def is_empty(msg: Image) -> bool:

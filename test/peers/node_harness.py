@@ -112,6 +112,8 @@ class Planner(Node):
         super().__init__(name)
         self.target = node
         self.messages: dict[str, list] = defaultdict(list)
+        #: Wall-clock time (time.time()) each message reached its callback, parallel to messages.
+        self.arrivals: dict[str, list[float]] = defaultdict(list)
         self._cond = threading.Condition()
         self._pubs: dict[str, Any] = {}
         self._service_clients: dict[str, Any] = {}
@@ -134,8 +136,10 @@ class Planner(Node):
         self.create_subscription(msg_type, topic, lambda m, t=topic: self._store(t, m), qos)
 
     def _store(self, topic: str, msg: Any) -> None:
+        arrived = time.time()
         with self._cond:
             self.messages[topic].append(msg)
+            self.arrivals[topic].append(arrived)
             self._cond.notify_all()
 
     def wait_for(
