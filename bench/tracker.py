@@ -111,7 +111,7 @@ class PredictorStream:
 
 
 class OurStream:
-    def __init__(self, sam2: Sa2VASam2, n_objects: int, batch_objects: bool | None = None):
+    def __init__(self, sam2: Sa2VASam2, n_objects: int, batch_objects: bool = True):
         self.tracker = StreamingTracker(sam2, TrackerConfig(batch_objects=batch_objects))
         for k in range(n_objects):
             self.tracker.add_object(box=BOXES[k])
@@ -182,7 +182,7 @@ def speed(args) -> dict:
         "speed_config": label,
         "speed_frames": args.frames,
         "speed_clock": args.clock,
-        "batch_objects": {None: "auto", True: "on", False: "off"}[args.batch_objects],
+        "batch_objects": args.batch_objects,
         "backbone_ms": round(backbone * 1e3, 1),
         "ours_ms_per_frame_1obj": round(per_frame["ours1"] * 1e3, 1),
         "predictor_ms_per_frame_1obj": round(per_frame["meta1"] * 1e3, 1),
@@ -304,9 +304,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--batch-objects",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="TrackerConfig.batch_objects of our tracker (auto: the tracker's default for the device)",
+        choices=("on", "off"),
+        default="on",
+        help="TrackerConfig.batch_objects of our tracker (on: the default)",
     )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
@@ -314,7 +314,7 @@ def main() -> None:
     args = parser.parse_args()
     args.frames = args.frames or (6 if args.quick else 12)
     args.repeats = args.repeats or 1
-    args.batch_objects = {"auto": None, "on": True, "off": False}[args.batch_objects]
+    args.batch_objects = args.batch_objects == "on"
     args.rss_frames = args.rss_frames or (2000 if args.quick else 10_000)
     args.predictor_frames = args.predictor_frames or (60 if args.quick else 200)
     if args.threads:

@@ -81,9 +81,10 @@ class TrackerConfig:
     #: clear_non_cond_mem_around_input idea). Off = plain SAM-2 behaviour.
     clear_recent_on_reground: bool = False
     #: Run memory attention / decoder / memory encoder of objects with equal memory layouts as
-    #: one batch. None = on CUDA only: on a CPU the batch was measured ~9% slower than a loop
-    #: over objects (4 objects, 1024 input), on a GPU batching saves kernel launches.
-    batch_objects: bool | None = None
+    #: one batch: the frame's query side of memory attention is then computed once for all of
+    #: them (see memory_attention.py). Measured on a CPU (bench/tracker.py, 4 objects, 1024
+    #: input): 6149 vs 6470 ms per frame looping over objects; on a GPU it also saves launches.
+    batch_objects: bool = True
 
     def __post_init__(self) -> None:
         if self.num_keyframes < 1:
@@ -551,10 +552,7 @@ class StreamingTracker:
         return self._decoded(track, out, 0, is_keyframe=True)
 
     def _group_by_layout(self, tracks: list[_Track], frame_idx: int) -> list[list[_Track]]:
-        batch = self.config.batch_objects
-        if batch is None:
-            batch = self.sam2.device.type == "cuda"
-        if not batch:
+        if not self.config.batch_objects:
             return [[t] for t in tracks]
         with_offsets = bool(self.model.add_tpos_enc_to_obj_ptrs)
         groups: dict[tuple, list[_Track]] = {}

@@ -137,7 +137,7 @@ class LanguageTasks:
             max_new_tokens=self._max_new_tokens(),
             on_text=self._stopper(job),
         )
-        answer = Answer(raw_text=g.text, text=clean_text(g.text), frame=frame, cancelled=g.cancelled)
+        answer = _answer(g, frame)
         n = int(g.seg_embeddings.shape[0])
         if n and not g.cancelled:
             phrases = self._phrases(g.text, n, expression)
@@ -157,7 +157,7 @@ class LanguageTasks:
             max_new_tokens=self._max_new_tokens(),
             on_text=self._stopper(job),
         )
-        answer = Answer(raw_text=r.text, text=clean_text(r.text), frame=frame, cancelled=r.cancelled)
+        answer = _answer(r, frame)
         if not r.cancelled:
             answer.found = self._found(r, camera, track, expression, expression, expression)
         return answer
@@ -180,7 +180,7 @@ class LanguageTasks:
         label = question if len(question) <= 60 else question[:57] + "..."
         if source == SOURCE_NONE:
             r = self.model.chat(question, None, history=history, max_new_tokens=limit, on_text=stop)
-            answer = Answer(raw_text=r.text, text=clean_text(r.text), cancelled=r.cancelled)
+            answer = _answer(r)
             n = int(r.seg_embeddings.shape[0])
             if track and n and not r.cancelled:
                 # No image to show masks on, but the camera's tracker can still take the objects.
@@ -199,7 +199,7 @@ class LanguageTasks:
                 on_text=stop,
             )
             newest = frames[-1]
-            answer = Answer(raw_text=g.text, text=clean_text(g.text), frame=newest, cancelled=g.cancelled)
+            answer = _answer(g, newest)
             if not g.cancelled:
                 result = self.model.masks_for(newest.rgb, g)
                 answer.found = self._found(result, camera, track, question, label, None)
@@ -210,7 +210,7 @@ class LanguageTasks:
             )
         frame = frame or self.newest(camera)
         r = self.model.chat(question, frame.rgb, history=history, max_new_tokens=limit, on_text=stop)
-        answer = Answer(raw_text=r.text, text=clean_text(r.text), frame=frame, cancelled=r.cancelled)
+        answer = _answer(r, frame)
         if not r.cancelled:
             answer.found = self._found(r, camera, track, question, label, None)
         return answer
@@ -235,13 +235,7 @@ class LanguageTasks:
             max_new_tokens=self._max_new_tokens(),
             on_text=self._stopper(job),
         )
-        return Answer(
-            raw_text=r.text,
-            text=clean_text(r.text),
-            frame=frame,
-            cancelled=r.cancelled,
-            region_mask=r.region_mask,
-        )
+        return _answer(r, frame, region_mask=r.region_mask)
 
     def reground(self, camera: Camera, object_id: int, expression: str, job: Job) -> bool:
         """A fresh [SEG] for a tracked object from the newest frame; False when none came."""
@@ -259,3 +253,10 @@ class LanguageTasks:
     @staticmethod
     def _num_keyframes(camera: Camera) -> int:
         return int(getattr(camera.tracker.config, "num_keyframes", 5))
+
+
+def _answer(result, frame: Frame | None = None, **extra) -> Answer:
+    """An Answer with a model result's text, raw (for [SEG] parsing) and cleaned (for people)."""
+    return Answer(
+        raw_text=result.text, text=clean_text(result.text), frame=frame, cancelled=result.cancelled, **extra
+    )
