@@ -120,4 +120,4 @@ def test_every_interface_crosses_processes(ros_env):
         assert node.received[name] == make(3), f"{name} arrived with different fields"
     received = node.received["object_array"]
     assert received.objects[0].bbox.x_offset == 13 and received.objects[1].state == 2
-    assert received.header.stamp.sec == 1700000003
+    assert received.header.stamp.sec == 1700000003 and received.step_time == 0.75

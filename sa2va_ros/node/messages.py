@@ -76,9 +76,11 @@ def masks_image(objects: Sequence, shape: tuple[int, int], header) -> tuple[Imag
     return array_to_image(labels, header, encoding_of(labels)), values
 
 
-def object_array(objects: Sequence, values: Sequence[int], header, camera: str) -> ObjectArray:
+def object_array(
+    objects: Sequence, values: Sequence[int], header, camera: str, step_time: float = 0.0
+) -> ObjectArray:
     """The per-frame ``objects`` message; ``values`` from :func:`masks_image`."""
-    array = ObjectArray(header=header, camera=camera)
+    array = ObjectArray(header=header, camera=camera, step_time=float(step_time))
     for obj, value in zip(objects, values, strict=True):
         area = int(np.count_nonzero(obj.mask)) if value else 0
         array.objects.append(

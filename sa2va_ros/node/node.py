@@ -279,6 +279,12 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             )
         self._load_error = ""
         self._phase = "inactive"
+        # The model brings millions of long-lived Python objects (modules, tensors' wrappers,
+        # tokenizer tables). Every full cyclic-GC pass walked them all: 110-220 ms stalls of
+        # the tracking thread, measured in bench/node_latency.py. Frozen, the GC walks only what
+        # was made after loading; _release() unfreezes them so cleanup can free the model.
+        gc.collect()
+        gc.freeze()
         names = ", ".join(repr(c.name) for c in self._cameras)
         log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}")
         return TransitionCallbackReturn.SUCCESS
@@ -367,6 +373,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._model = None
         self._params = None  # the next configure reads the parameters again
         self._phase = "unconfigured"
+        gc.unfreeze()  # frozen at configure; the released model must become collectable again
         gc.collect()
         if device.startswith("cuda"):
             import torch
@@ -452,7 +459,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         step = time.perf_counter() - t0
         masks, values = masks_image(objects, rgb.shape[:2], header)
         camera.masks_pub.publish(masks)  # first: it is what latency-sensitive consumers wait for
-        camera.objects_pub.publish(object_array(objects, values, header, camera.name))
+        camera.objects_pub.publish(object_array(objects, values, header, camera.name, step))
         camera.remember(Frame(header, rgb, objects, received))
         camera.stats.processed += 1
         now_ros = self.get_clock().now().nanoseconds * 1e-9

@@ -36,7 +36,12 @@ def tracked_object(i: int) -> TrackedObject:
 
 
 def object_array(i: int) -> ObjectArray:
-    return ObjectArray(header=header(i), camera="front", objects=[tracked_object(i), tracked_object(i + 1)])
+    return ObjectArray(
+        header=header(i),
+        camera="front",
+        step_time=0.25 * i,
+        objects=[tracked_object(i), tracked_object(i + 1)],
+    )
 
 
 def command(i: int) -> Command:

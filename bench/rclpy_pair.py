@@ -1,0 +1,161 @@
+"""The floor under bench/node_latency.py: a bare rclpy pair, no model, no sa2va node.
+
+A "camera" process publishes a 640x480 rgb8 frame (sensor-data QoS), a "relay" process takes it
+in a subscription, holds it for 50 ms in a worker thread and publishes a 640x480 mono8 image back
+(reliable), as sa2va_node does with its tracker step and ``masks``. Printed: round trip minus the
+50 ms, i.e. what ROS transport and executors alone cost, with the worker either sleeping
+(``--work sleep``: CPU idle) or computing with torch for those 50 ms (``--work torch``: CPU
+busy, as a tracker is).
+
+    python bench/rclpy_pair.py --work sleep
+    python bench/rclpy_pair.py --work torch
+
+The last line is JSON: {"work": ..., "overhead_ms_median": ..., "overhead_ms_p90": ..., ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD_S = 0.05
+
+
+def relay(work: str) -> None:
+    import numpy as np
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from sa2va_ros.node.image_codec import array_to_image
+
+    rclpy.init()
+    node = Node("pair_relay")
+    pub = node.create_publisher(
+        Image, "pair_back", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    cond, slot = threading.Condition(), []
+
+    def on_image(msg: Image) -> None:
+        with cond:
+            slot[:] = [msg]
+            cond.notify()
+
+    node.create_subscription(Image, "pair_image", on_image, qos_profile_sensor_data)
+    labels = np.zeros((480, 640), np.uint8)
+
+    def worker() -> None:
+        import torch
+
+        a = torch.randn(512, 512)
+        while True:
+            with cond:
+                while not slot:
+                    cond.wait()
+                msg = slot.pop()
+            t0 = time.perf_counter()
+            if work == "sleep":
+                time.sleep(HOLD_S)
+            else:
+                while time.perf_counter() - t0 < HOLD_S:
+                    a @ a
+            pub.publish(array_to_image(labels, msg.header, "mono8"))
+
+    threading.Thread(target=worker, daemon=True).start()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    executor.spin()
+
+
+def camera(frames: int) -> list[float]:
+    import numpy as np
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from sa2va_ros.node.image_codec import array_to_image
+
+    rclpy.init()
+    node = Node("pair_camera")
+    pub = node.create_publisher(Image, "pair_image", qos_profile_sensor_data)
+    arrived: dict[tuple[int, int], float] = {}
+    event = threading.Event()
+
+    def on_back(msg: Image) -> None:
+        arrived[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time()
+        event.set()
+
+    node.create_subscription(
+        Image, "pair_back", on_back, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    overheads: list[float] = []
+    deadline = time.monotonic() + 60 + 2 * frames
+    while len(overheads) < frames and time.monotonic() < deadline:
+        msg = array_to_image(frame, None, "rgb8")
+        now = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = now // 10**9, now % 10**9
+        event.clear()
+        pub.publish(msg)
+        if not event.wait(1.0 if not overheads else 10.0):
+            continue  # discovery not done yet, or a best-effort frame lost: send another
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if key in arrived:
+            overheads.append(1000 * (arrived[key] - now / 1e9 - HOLD_S))
+    return overheads
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", choices=("sleep", "torch"), default="sleep")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--role", choices=("camera", "relay"), default="camera", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 59))
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
+    sys.path.insert(0, str(REPO))
+    if args.role == "relay":
+        relay(args.work)
+        return 0
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--role", "relay", "--work", args.work], env=os.environ
+    )
+    try:
+        overheads = camera(args.frames)
+    finally:
+        child.terminate()
+        child.wait(10)
+    if not overheads:
+        print("no frame came back", file=sys.stderr)
+        return 1
+    overheads.sort()
+    result = {
+        "work": args.work,
+        "frames": len(overheads),
+        "overhead_ms_median": round(statistics.median(overheads), 1),
+        "overhead_ms_p90": round(overheads[int(0.9 * (len(overheads) - 1))], 1),
+        "overhead_ms_max": round(overheads[-1], 1),
+        "overhead_ms_mean": round(statistics.fmean(overheads), 1),
+    }
+    print(json.dumps(result))
+    os._exit(0)  # the executor thread may still be spinning
+
+
+if __name__ == "__main__":
+    sys.exit(main())
