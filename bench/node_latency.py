@@ -98,10 +98,6 @@ def main() -> int:
         planner.publish("image", msg, reliable=False)  # as camera drivers do (sensor-data QoS)
         return msg.header.stamp.sec, msg.header.stamp.nanosec
 
-    def received(topic: str) -> tuple[list, list[float]]:
-        with planner._cond:
-            return list(planner.messages[topic]), list(planner.arrivals[topic])
-
     def stamp_of(msg) -> tuple[int, int]:
         return msg.header.stamp.sec, msg.header.stamp.nanosec
 
@@ -138,7 +134,7 @@ def main() -> int:
                 raise SystemExit("a frame got no mask / objects message")
             # Received = when this process's subscription callback got it (not when the main
             # thread woke up to look: that wake-up is this script's, not the node's).
-            arrived = next(t for m, t in zip(*received("masks"), strict=True) if m is msg)
+            arrived = planner.arrival_of("masks", msg)
             latencies.append(arrived - (stamp[0] + stamp[1] * 1e-9))
             steps.append(float(objects.step_time))  # the tracker's own time on this very frame
         time.sleep(1.5)  # one more diagnostics period covers the last frames

@@ -114,29 +114,29 @@ def found_objects(found: Sequence[FoundObject], shape: tuple[int, int] | None, h
     the others are reported as seen on the answered frame.
     """
     if not found or shape is None:
-        return [
-            TrackedObjectMsg(
-                id=int(f.id),
-                prompt=f.prompt,
-                label=f.label,
-                score=float(f.score),
-                state=TrackedObjectMsg.STATE_INITIALIZING if f.tracked else TrackedObjectMsg.STATE_TRACKING,
-            )
-            for f in found
-        ], Image()
+        return [_found_message(f) for f in found], Image()
     labels, values = label_image([f.mask for f in found], shape)
     out = []
     for f, value in zip(found, values, strict=True):
         out.append(
-            TrackedObjectMsg(
-                id=int(f.id),
-                prompt=f.prompt,
-                label=f.label,
-                score=float(f.score),
-                state=TrackedObjectMsg.STATE_INITIALIZING if f.tracked else TrackedObjectMsg.STATE_TRACKING,
+            _found_message(
+                f,
                 mask_value=int(value),
                 bbox=roi(mask_box(f.mask) if value else None),
                 area=int(np.count_nonzero(f.mask)) if value else 0,
             )
         )
     return out, array_to_image(labels, header, encoding_of(labels))
+
+
+def _found_message(found: FoundObject, **fields) -> TrackedObjectMsg:
+    """A TrackedObject message for an answer's object; ``fields`` add what its mask gives."""
+    state = TrackedObjectMsg.STATE_INITIALIZING if found.tracked else TrackedObjectMsg.STATE_TRACKING
+    return TrackedObjectMsg(
+        id=int(found.id),
+        prompt=found.prompt,
+        label=found.label,
+        score=float(found.score),
+        state=state,
+        **fields,
+    )

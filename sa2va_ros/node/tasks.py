@@ -126,6 +126,23 @@ class LanguageTasks:
             for i in range(n)
         ]
 
+    def _answered(
+        self,
+        result,
+        frame: Frame,
+        camera: Camera,
+        track: bool,
+        prompt: str,
+        label: str,
+        expression: str | None,
+    ) -> Answer:
+        """The Answer to a request whose result carries masks: its objects found (and tracked when
+        asked), unless the request was cancelled."""
+        answer = _answer(result, frame)
+        if not result.cancelled:
+            answer.found = self._found(result, camera, track, prompt, label, expression)
+        return answer
+
     # -- requests -------------------------------------------------------------------------
 
     def add(self, camera: Camera, expression: str, job: Job) -> Answer:
@@ -157,10 +174,7 @@ class LanguageTasks:
             max_new_tokens=self._max_new_tokens(),
             on_text=self._stopper(job),
         )
-        answer = _answer(r, frame)
-        if not r.cancelled:
-            answer.found = self._found(r, camera, track, expression, expression, expression)
-        return answer
+        return self._answered(r, frame, camera, track, expression, expression, expression)
 
     def ask(
         self,
@@ -210,10 +224,7 @@ class LanguageTasks:
             )
         frame = frame or self.newest(camera)
         r = self.model.chat(question, frame.rgb, history=history, max_new_tokens=limit, on_text=stop)
-        answer = _answer(r, frame)
-        if not r.cancelled:
-            answer.found = self._found(r, camera, track, question, label, None)
-        return answer
+        return self._answered(r, frame, camera, track, question, label, None)
 
     def describe(
         self,

@@ -161,6 +161,12 @@ class Planner(Node):
                     return None
                 self._cond.wait(remaining)
 
+    def arrival_of(self, topic: str, msg: Any) -> float:
+        """When ``msg`` (a message this planner received on ``topic``) reached its callback."""
+        with self._cond:
+            pairs = zip(self.messages[topic], self.arrivals[topic], strict=True)
+            return next(arrived for m, arrived in pairs if m is msg)
+
     def count(self, topic: str) -> int:
         with self._cond:
             return len(self.messages[topic])
