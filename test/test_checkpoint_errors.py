@@ -87,14 +87,14 @@ def test_unknown_architecture(ckpt: Path) -> None:
         InternVLChat.from_pretrained(ckpt)
 
 
-def test_internlm2_llm_is_refused_with_the_supported_list(ckpt: Path) -> None:
-    def to_internlm2(config: dict) -> None:
-        config["llm_config"].update(architectures=["InternLM2ForCausalLM"], model_type="internlm2")
+def test_unknown_llm_is_refused_with_the_supported_list(ckpt: Path) -> None:
+    def to_phi3(config: dict) -> None:
+        config["llm_config"].update(architectures=["Phi3ForCausalLM"], model_type="phi3")
 
-    _edit_config(ckpt, to_internlm2)
+    _edit_config(ckpt, to_phi3)
     with pytest.raises(UnsupportedModelError) as err:
         InternVLChat.from_pretrained(ckpt)
-    assert "internlm2" in str(err.value).lower() and "ByteDance/Sa2VA-4B" in str(err.value)
+    assert "phi3" in str(err.value) and "ByteDance/Sa2VA-26B" in str(err.value)
 
 
 def test_unknown_chat_template(ckpt: Path) -> None:

@@ -22,6 +22,8 @@ CheckpointFormat = Literal["internvl", "qwen_vl"]
 SUPPORTED_CHECKPOINTS = (
     "ByteDance/Sa2VA-1B",
     "ByteDance/Sa2VA-4B",
+    "ByteDance/Sa2VA-8B",
+    "ByteDance/Sa2VA-26B",
     "ByteDance/Sa2VA-InternVL3-2B",
     "ByteDance/Sa2VA-InternVL3-8B",
     "ByteDance/Sa2VA-InternVL3-14B",
@@ -108,12 +110,13 @@ def detect_format(config: dict, where: Path | str = "config.json") -> Checkpoint
         llm = config.get("llm_config") or {}
         llm_archs = llm.get("architectures") or []
         llm_type = llm.get("model_type", "")
-        if llm_type.startswith(("qwen2", "qwen3")) or any(a.startswith("Qwen") for a in llm_archs):
+        if llm_type.startswith(("qwen2", "qwen3", "internlm2")) or any(
+            a.startswith(("Qwen", "InternLM2")) for a in llm_archs
+        ):
             return "internvl"
         raise UnsupportedModelError(
-            f"{where}: the language model is '{llm_type or llm_archs}' (InternLM2 in Sa2VA-8B / "
-            "Sa2VA-26B), which transformers cannot run natively and we do not support yet. "
-            f"Supported checkpoints: {', '.join(SUPPORTED_CHECKPOINTS)}."
+            f"{where}: the language model is '{llm_type or llm_archs}', not one of the Qwen2/Qwen3/InternLM2 "
+            f"models of the official checkpoints. Supported checkpoints: {', '.join(SUPPORTED_CHECKPOINTS)}."
         )
     raise UnsupportedModelError(
         f"{where}: architectures={archs!r}, model_type={model_type!r} is not a Sa2VA checkpoint. "

@@ -1,6 +1,6 @@
-"""The InternVL-format Sa2VA language half: InternViT + ``mlp1`` + a Qwen2/Qwen3 LLM.
+"""The InternVL-format Sa2VA language half: InternViT + ``mlp1`` + a Qwen2/Qwen3/InternLM2 LLM.
 
-Covers Sa2VA-1B / -4B / -InternVL3-2B / -8B / -14B. Everything is built from
+Covers Sa2VA-1B / -4B / -8B / -26B / -InternVL3-2B / -8B / -14B. Everything is built from
 transformers' native classes (no ``trust_remote_code``):
 
 * InternViT -> ``InternVLVisionModel``. It computes what the official InternViT computes
@@ -11,8 +11,11 @@ transformers' native classes (no ``trust_remote_code``):
   and the order of the attention scaling ((q.k)*s instead of (q*s).k, a float32 rounding
   difference of ~1e-6 in the features).
 * ``mlp1`` (LayerNorm, Linear, GELU, Linear) keeps the official indices 0, 1, 3.
+  Both InternViT styles load: InternViT-300M (LayerNorm, qkv bias; Sa2VA-1B/4B/8B) and
+  InternViT-6B (RMSNorm, QK-norm over the full width, no qkv bias; Sa2VA-26B).
 * The LLM -> ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM`` built from ``llm_config``;
-  ``language_model.*`` keys are already the native names.
+  ``language_model.*`` keys are already the native names. InternLM2 (Sa2VA-8B / -26B)
+  -> ``LlamaForCausalLM`` through ``internlm2.py``, with its SentencePiece tokenizer.
 
 Loading is strict: any missing, unexpected or mis-shaped tensor is a CheckpointError.
 """
@@ -28,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import internlm2, prompts
 from . import internvl_preprocess as pre
-from . import prompts
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_state_dict, take_prefix
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
@@ -201,6 +204,8 @@ def vision_config(official: dict):
 LLM_CLASSES = {
     "Qwen2ForCausalLM": ("Qwen2Config", "Qwen2ForCausalLM"),
     "Qwen3ForCausalLM": ("Qwen3Config", "Qwen3ForCausalLM"),
+    # Renamed and re-packed onto Llama by internlm2.py (the config comes from internlm2.llama_config).
+    internlm2.ARCHITECTURE: ("LlamaConfig", "LlamaForCausalLM"),
 }
 
 
@@ -213,8 +218,7 @@ def llm_classes(llm_config: dict):
     if arch not in LLM_CLASSES:
         raise UnsupportedModelError(
             f"The language model of this checkpoint is '{arch or llm_config.get('model_type')}'. Natively "
-            f"supported: {', '.join(LLM_CLASSES)} (Sa2VA-1B/4B and Sa2VA-InternVL3-*); InternLM2 "
-            "(Sa2VA-8B/26B) is not in transformers."
+            f"supported: {', '.join(LLM_CLASSES)} (Sa2VA-1B/4B/8B/26B and Sa2VA-InternVL3-*)."
         )
     config_name, model_name = LLM_CLASSES[arch]
     return getattr(transformers, config_name), getattr(transformers, model_name)
@@ -274,12 +278,21 @@ def _load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str,
         raise CheckpointError(f"The checkpoint's {what} has tensors of the wrong shape: {exc}") from exc
 
 
-def load_tokenizer(path: Path):
-    """The checkpoint's tokenizer via AutoTokenizer, checked for Sa2VA's special tokens."""
+def load_tokenizer(path: Path, llm_config: dict | None = None):
+    """The checkpoint's tokenizer, checked for Sa2VA's special tokens.
+
+    AutoTokenizer for Qwen LLMs; InternLM2's SentencePiece tokenizer (remote code in the
+    official repos) is read by ``internlm2.load_tokenizer``.
+    """
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if llm_config is not None and internlm2.is_internlm2(llm_config):
+            tokenizer = internlm2.load_tokenizer(path)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except CheckpointError:
+        raise
     except Exception as exc:  # missing/corrupt tokenizer files raise many different types
         raise CheckpointError(
             f"{path}: the tokenizer cannot be loaded ({type(exc).__name__}: {exc}). The checkpoint needs its "
@@ -344,7 +357,7 @@ class InternVLChat:
         self.grid = int(pre.TILE_SIZE // patch * self.downsample_ratio)
         self.tokens_per_tile = self.grid * self.grid
 
-        self.tokenizer = load_tokenizer(info.path)
+        self.tokenizer = load_tokenizer(info.path, llm_cfg_dict)
         if state is None:
             state = load_state_dict(info.path)
 
@@ -352,12 +365,17 @@ class InternVLChat:
         from transformers.models.internvl import InternVLVisionModel
 
         llm_state = take_prefix(state, LLM_PREFIX)
+        llm_name = lambda k: LLM_PREFIX + k  # noqa: E731
+        is_internlm2 = internlm2.is_internlm2(llm_cfg_dict)
+        if is_internlm2:
+            llm_state = internlm2.to_llama_state(llm_state, llm_cfg_dict)
+            llm_name = lambda k: LLM_PREFIX + internlm2.official_name(k)  # noqa: E731
         # A tied lm_head is stored once (as the embedding); an untied one is its own tensor.
         llm_cfg_dict["tie_word_embeddings"] = "lm_head.weight" not in llm_state and bool(
             llm_cfg_dict.get("tie_word_embeddings", False)
         )
         vcfg = vision_config(vcfg_official)
-        llm_cfg = config_cls(**llm_cfg_dict)
+        llm_cfg = internlm2.llama_config(llm_cfg_dict) if is_internlm2 else config_cls(**llm_cfg_dict)
         attn = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         try:
             # Allocate without random init: every parameter is overwritten by the checkpoint.
@@ -388,9 +406,7 @@ class InternVLChat:
             to_official=lambda k: VISION_PREFIX + vision_official_name(k),
         )
         _load_strict(self.projector, take_prefix(state, PROJECTOR_PREFIX), "projector (mlp1.*)")
-        _load_strict(
-            self.language_model, llm_state, "language model (language_model.*)", lambda k: LLM_PREFIX + k
-        )
+        _load_strict(self.language_model, llm_state, "language model (language_model.*)", llm_name)
         if llm_cfg.tie_word_embeddings:
             self.language_model.tie_weights()
         if self.select_layer != -1:
@@ -411,6 +427,10 @@ class InternVLChat:
                 f"{info.path}: the tokenizer has none of the stop tokens {self.template.stop_words} of "
                 f"template '{self.template.name}'."
             )
+        # The official generation config also stops on the tokenizer's eos (InternLM2: </s>).
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and eos not in self.stop_token_ids:
+            self.stop_token_ids.append(eos)
         n_embed = self.language_model.get_input_embeddings().weight.shape[0]
         if max(vocab.values()) >= n_embed:
             raise CheckpointError(
