@@ -114,6 +114,31 @@ def test_config_maps_rope_scaling_and_grouped_heads() -> None:
         internlm2.llama_config({**llm, "rope_scaling": {"type": "yarn", "factor": 2.0}})
 
 
+def test_dynamic_ntk_rope_is_internlm2s_beyond_max_positions() -> None:
+    """transformers' "dynamic" RoPE computes InternLM2's dynamic NTK cos/sin (pinned on every version)."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    llm = {
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+    }
+    cfg = internlm2.llama_config(
+        {**llm, "rope_theta": 1e6, "rope_scaling": {"type": "dynamic", "factor": 2.0}}
+    )
+    rope, dim = LlamaRotaryEmbedding(cfg), 16
+    for seq_len in (40, 64, 100, 300):
+        positions = torch.arange(seq_len)
+        cos, sin = rope(torch.zeros(1), positions[None])
+        # The official InternLM2DynamicNTKScalingRotaryEmbedding: a larger base past max positions.
+        base = 1e6 if seq_len <= 64 else 1e6 * (2.0 * seq_len / 64 - 1.0) ** (dim / (dim - 2))
+        freqs = torch.outer(positions.double(), 1.0 / base ** (torch.arange(0, dim, 2).double() / dim))
+        angles = torch.cat([freqs, freqs], dim=-1)
+        torch.testing.assert_close(cos[0].double(), angles.cos(), atol=2e-5, rtol=0)
+        torch.testing.assert_close(sin[0].double(), angles.sin(), atol=2e-5, rtol=0)
+
+
 # --- the tokenizer --------------------------------------------------------------------------------
 
 

@@ -361,7 +361,10 @@ class InternVLChat:
         if state is None:
             state = load_state_dict(info.path)
 
-        from transformers.modeling_utils import no_init_weights
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:  # transformers 5 moved it
+            from transformers.initialization import no_init_weights
         from transformers.models.internvl import InternVLVisionModel
 
         llm_state = take_prefix(state, LLM_PREFIX)
