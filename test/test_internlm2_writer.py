@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +254,31 @@ def test_other_sizes_and_the_sa2va_8b_vision_tower(tmp_path: Path) -> None:
     assert model.vision_model.config.norm_type == "layer_norm" and model.hidden_size == 96
     gen = model.generate("Describe the image.", [IMAGE], max_new_tokens=3)
     assert 1 <= len(gen.token_ids) <= 3 and gen.prompt.startswith("<|im_start|>user\n<img>")
+
+
+def test_missing_or_misshaped_llm_tensors_are_named_officially(tmp_path: Path, tiny_seg: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = load_state_dict(tiny_seg)
+    for name, edit in (
+        ("missing", lambda s: s.pop("language_model.model.layers.1.feed_forward.w3.weight")),
+        (
+            "short",
+            lambda s: s.update({"language_model.model.layers.0.attention.wqkv.weight": torch.zeros(10, 64)}),
+        ),
+    ):
+        broken = tmp_path / name
+        shutil.copytree(tiny_seg, broken)
+        edited = dict(state)
+        edit(edited)
+        save_file(edited, str(broken / "model.safetensors"))
+        with pytest.raises(CheckpointError) as err:
+            InternVLChat.from_pretrained(broken)
+        message = str(err.value)
+        if name == "missing":
+            assert "language_model.model.layers.1.feed_forward.w3.weight" in message, message
+        else:
+            assert "attention.wqkv has 10 rows" in message, message
 
 
 def test_model_core_does_not_import_the_writers() -> None:

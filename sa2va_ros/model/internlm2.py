@@ -59,7 +59,7 @@ FUSED_QKV: dict[str, tuple[str, str, str]] = {
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)$")
 
 
-def _heads(config: dict) -> tuple[int, int, int]:
+def head_layout(config: dict) -> tuple[int, int, int]:
     """(num_heads, num_kv_heads, head_dim) of an official InternLM2 ``llm_config``."""
     values = {**OFFICIAL_LLM_DEFAULTS, **config}
     heads = int(values["num_attention_heads"])
@@ -73,7 +73,7 @@ def split_wqkv(wqkv: torch.Tensor, config: dict) -> tuple[torch.Tensor, torch.Te
     Query head ``h * groups + g`` is the g-th query row block of kv group h, which is also
     the head Llama's ``repeat_kv`` pairs with kv head h: no permutation beyond the unpack.
     """
-    heads, kv_heads, head_dim = _heads(config)
+    heads, kv_heads, head_dim = head_layout(config)
     groups = heads // kv_heads
     rest = wqkv.shape[1:]
     if wqkv.shape[0] != (heads + 2 * kv_heads) * head_dim:

@@ -368,11 +368,10 @@ class InternVLChat:
         from transformers.models.internvl import InternVLVisionModel
 
         llm_state = take_prefix(state, LLM_PREFIX)
-        llm_name = lambda k: LLM_PREFIX + k  # noqa: E731
         is_internlm2 = internlm2.is_internlm2(llm_cfg_dict)
-        if is_internlm2:
+        if is_internlm2:  # official InternLM2 names -> LlamaForCausalLM names
             llm_state = internlm2.to_llama_state(llm_state, llm_cfg_dict)
-            llm_name = lambda k: LLM_PREFIX + internlm2.official_name(k)  # noqa: E731
+        llm_official_name = internlm2.official_name if is_internlm2 else str
         # A tied lm_head is stored once (as the embedding); an untied one is its own tensor.
         llm_cfg_dict["tie_word_embeddings"] = "lm_head.weight" not in llm_state and bool(
             llm_cfg_dict.get("tie_word_embeddings", False)
@@ -409,7 +408,12 @@ class InternVLChat:
             to_official=lambda k: VISION_PREFIX + vision_official_name(k),
         )
         _load_strict(self.projector, take_prefix(state, PROJECTOR_PREFIX), "projector (mlp1.*)")
-        _load_strict(self.language_model, llm_state, "language model (language_model.*)", llm_name)
+        _load_strict(
+            self.language_model,
+            llm_state,
+            "language model (language_model.*)",
+            lambda k: LLM_PREFIX + llm_official_name(k),
+        )
         if llm_cfg.tie_word_embeddings:
             self.language_model.tie_weights()
         if self.select_layer != -1:

@@ -110,7 +110,7 @@ _LLM_AUTO_MAP = {
 
 def fuse_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, llm_config: dict) -> torch.Tensor:
     """Pack q, k, v (weight or bias) into InternLM2's ``wqkv``: per kv head, its queries, key, value."""
-    heads, kv_heads, head_dim = internlm2._heads(llm_config)
+    heads, kv_heads, head_dim = internlm2.head_layout(llm_config)
     rest = q.shape[1:]
     blocks = torch.cat(
         [
