@@ -21,6 +21,7 @@ from sa2va_ros.depth3d import (
     DepthImage,
     DepthImageError,
     GeometrySettings,
+    StampPairer,
     measure,
     measure_all,
 )
@@ -231,3 +232,28 @@ def test_geometry_imports_no_ros():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"sa2va_ros.depth3d imports ROS / the model: {proc.stdout} {proc.stderr}"
+
+
+# --------------------------------------------------------------------------- stamp pairing
+
+
+def test_pairing_exact_nearest_within_slop_and_unmatched():
+    pairer = StampPairer(slop=0.02, keep=3)
+    for k, stamp in enumerate([1_000_000_000, 1_033_000_000, 1_066_000_000]):
+        pairer.add(stamp, f"depth{k}")
+    assert pairer.match(1_033_000_000) == "depth1"  # exact
+    assert pairer.match(1_050_000_000) == "depth2"  # nearest: 16 ms (depth1 is 17 ms away)
+    assert pairer.match(1_049_000_000) == "depth1"
+    assert pairer.match(1_100_000_000) is None  # 34 ms from the nearest
+    assert pairer.stats.unmatched == 1 and abs(pairer.stats.last_gap - 0.034) < 1e-9
+    pairer.slop = 0.0
+    assert pairer.match(1_066_000_001) is None and pairer.match(1_066_000_000) == "depth2"
+    pairer.add(2_000_000_000, "depth3")  # keeps the last 3: depth0 is gone
+    assert pairer.match(1_000_000_000) is None
+    assert pairer.stats.depth_received == 4 and pairer.stats.matched == 4
+    assert pairer.seconds_since_depth() is not None and pairer.seconds_since_depth() < 5.0
+
+
+def test_pairing_before_any_depth():
+    pairer = StampPairer(slop=1.0)
+    assert pairer.match(5) is None and pairer.stats.last_gap is None and pairer.seconds_since_depth() is None
