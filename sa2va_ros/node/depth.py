@@ -120,10 +120,16 @@ class CameraDepth:
 
     # -- tracking thread ----------------------------------------------------------------------
 
-    def view(self, header, params: P.NodeParams, topics: tuple[str, str]) -> tuple[DepthView | None, str]:
-        """The depth of the colour frame ``header``, or None and why not."""
+    def view(
+        self, header, colour: tuple[int, int], params: P.NodeParams, topics: tuple[str, str]
+    ) -> tuple[DepthView | None, str]:
+        """The depth of the colour frame ``header`` (of size ``colour`` (H, W)), or None and why not.
+
+        Sizes are checked here, once per frame, so a depth image that cannot be registered to the
+        colour image is reported even while no object is tracked."""
         self.pairer.slop = params.depth_slop
-        if self.model is None:
+        model = self.model  # read once: the camera_info callback may replace it meanwhile
+        if model is None:
             if self.info_error:
                 return None, f"camera_info unusable: {self.info_error}"
             return None, f"no camera_info received on {topics[1]}"
@@ -142,11 +148,12 @@ class CameraDepth:
             image = DepthImage.from_buffer(
                 msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian
             )
+            model.rays(image.shape, colour)  # raises for sizes that fit no scaling (the table is cached)
         except DepthImageError as exc:
             self.bad_depth += 1
             self.last_error = str(exc)
             return None, str(exc)
-        return DepthView(image, self.model, self.frame_id or header.frame_id, settings_of(params)), ""
+        return DepthView(image, model, self.frame_id or header.frame_id, settings_of(params)), ""
 
     def diagnostics(
         self, state: str, params: P.NodeParams | None, topics: tuple[str, str]
@@ -212,10 +219,16 @@ def fill_object(msg, geometry: ObjectGeometry | None, frame_id: str, reason: str
 
 
 def annotate_frame(
-    depth: CameraDepth, header, objects, array_msg, params: P.NodeParams, topics: tuple[str, str]
+    depth: CameraDepth,
+    header,
+    colour: tuple[int, int],
+    objects,
+    array_msg,
+    params: P.NodeParams,
+    topics: tuple[str, str],
 ) -> tuple[DepthView | None, list[ObjectGeometry | None]]:
     """Fill the 3D fields of ``array_msg`` (the frame's ObjectArray); the results per object."""
-    view, reason = depth.view(header, params, topics)
+    view, reason = depth.view(header, colour, params, topics)
     results: list[ObjectGeometry | None] = []
     frame_id = view.frame_id if view is not None else ""
     for obj, msg in zip(objects, array_msg.objects, strict=True):

@@ -495,7 +495,9 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         view, geometry = None, []
         if camera.depth is not None:
             topics = self._depth_topics(camera, params)
-            view, geometry = D.annotate_frame(camera.depth, header, objects, array, params, topics)
+            view, geometry = D.annotate_frame(
+                camera.depth, header, rgb.shape[:2], objects, array, params, topics
+            )
         camera.objects_pub.publish(array)
         if camera.depth is not None:
             D.publish(camera.depth, header, view, objects, geometry, params)
