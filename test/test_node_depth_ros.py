@@ -267,16 +267,36 @@ def test_bad_depth_input_gets_clear_statuses_and_2d_goes_on(system):
     # A size that fits no scaling.
     bad_size = lambda: array_to_image(np.full((100, 77), 1500, np.uint16), encoding="16UC1")  # noqa: E731
     s = _rear_status(planner, lambda s: "integer scale" in s["message"], info=_info(GOOD_K), depth=bad_size)
-    # Good depth: positions come (a flat wall at 1.5 m).
-    _feed(planner, 1.0, info=_info(GOOD_K), depth=_good_depth)
-    after = planner.count("rear/objects")
-    _feed(planner, 1.0, info=_info(GOOD_K), depth=_good_depth)
-    msg = planner.wait_for(
-        "rear/objects", lambda m: m.objects and m.objects[0].position_valid, timeout=20, after=after
+    # Good depth again: an object prompted with a mask gets the wall's 1.5 m on its grounding frame.
+    stop = threading.Event()
+    feeder = threading.Thread(
+        target=_feed, args=(planner, 30.0), kwargs={"info": _info(GOOD_K), "depth": _good_depth, "stop": stop}
     )
-    if msg is not None:  # the random-weight mask may be empty on a frame; when drawn, the wall is at 1.5 m
-        assert abs(msg.objects[0].position.z - 1.5) < 0.03
-        assert msg.objects[0].position_frame_id == "rear_optical_frame"
+    feeder.start()
+    try:
+        square = np.zeros((H, W), np.uint8)
+        square[80:140, 100:180] = 255
+        after = planner.count("rear/objects")
+        added = planner.call(
+            AddObject,
+            "add_object",
+            AddObject.Request(camera="rear", label="patch", mask=array_to_image(square)),
+        )
+        assert added.success, added.message
+
+        def grounded(m):
+            return any(o.id == added.object_id and o.state == TrackedObject.STATE_TRACKING for o in m.objects)
+
+        msg = planner.wait_for("rear/objects", grounded, timeout=30, after=after)
+    finally:
+        stop.set()
+        feeder.join()
+    assert msg is not None, "the mask-prompted rear object was never tracked"
+    patch = next(o for o in msg.objects if o.id == added.object_id)
+    assert patch.position_valid, patch.position_status
+    assert abs(patch.position.z - 1.5) < 0.01 + 0.015 and patch.position_frame_id == "rear_optical_frame"
+    # The patch's centre, back-projected with GOOD_K: pixel (139.5, 109.5) -> x = (139.5 - 159.5) / 200 * 1.5.
+    assert abs(patch.position.x - (-0.15)) < 0.03 and abs(patch.position.y - (-0.075)) < 0.03
     # The depth stream stops: 2D goes on, the status says so.
     s = _rear_status(planner, lambda s: "stopped" in s["message"], info=_info(GOOD_K))
     assert "2D tracking goes on" in s["message"]

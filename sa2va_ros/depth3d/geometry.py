@@ -124,26 +124,26 @@ def _plane_smoothed(z: np.ndarray, keep: np.ndarray, size: int) -> np.ndarray:
     (the window is one-sided there): on a box face seen at a grazing angle, where one pixel
     spans centimetres of depth, that shrank the measured depth extent by 7 cm at 3 m. A local
     plane is unbiased for planar surfaces up to their edge and still divides noise by ~5 inside.
-    Computed with box filters of the moments (9 filters over the crop, no per-pixel solve loop).
+    Computed with 9 filters of the crop (moments of the fit), no per-pixel solve loop.
     """
-    h, w = z.shape
-    wgt = keep.astype(np.float64)
-    zz = np.where(keep, z, 0.0).astype(np.float64)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    wgt = keep.astype(np.float32)
+    zz = np.where(keep, z, 0.0).astype(np.float32)
+    # Moments about each pixel (du = u' - u) straight from correlation kernels of offsets: small
+    # numbers, so float32 is exact enough (moments of absolute coordinates cancel badly).
+    offsets = np.arange(size, dtype=np.float32) - (size - 1) / 2
+    ku = np.tile(offsets, (size, 1))
+    kv = ku.T.copy()
 
-    def box(a: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(a, -1, (size, size), normalize=False, borderType=cv2.BORDER_CONSTANT)[keep]
+    def filt(a: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
+        if kernel is None:
+            out = cv2.boxFilter(a, -1, (size, size), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        else:
+            out = cv2.filter2D(a, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        return out[keep].astype(np.float64)
 
-    uk, vk = u[keep], v[keep]
-    s1, bu, bv = box(wgt), box(wgt * u), box(wgt * v)
-    buu, bvv, buv = box(wgt * u * u), box(wgt * v * v), box(wgt * u * v)
-    bz, bzu, bzv = box(zz), box(zz * u), box(zz * v)
-    # Moments about each kept pixel (du = u' - u): the normal equations of z = a + b du + c dv.
-    su, sv = bu - uk * s1, bv - vk * s1
-    suu = buu - 2 * uk * bu + uk * uk * s1
-    svv = bvv - 2 * vk * bv + vk * vk * s1
-    suv = buv - uk * bv - vk * bu + uk * vk * s1
-    szu, szv = bzu - uk * bz, bzv - vk * bz
+    s1, su, sv = filt(wgt, None), filt(wgt, ku), filt(wgt, kv)
+    suu, svv, suv = filt(wgt, ku * ku), filt(wgt, kv * kv), filt(wgt, ku * kv)
+    bz, szu, szv = filt(zz, None), filt(zz, ku), filt(zz, kv)
     det = s1 * (suu * svv - suv * suv) - su * (su * svv - suv * sv) + sv * (su * suv - suu * sv)
     num = bz * (suu * svv - suv * suv) - su * (szu * svv - suv * szv) + sv * (szu * suv - suu * szv)
     mean = bz / s1
