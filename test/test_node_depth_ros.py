@@ -207,17 +207,22 @@ def _rear_status(planner, predicate, seconds: float = 15.0, **feed) -> dict:
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(planner, seconds), kwargs={**feed, "stop": stop})
     feeder.start()
-    status = None
+    seen = []
+    counts = {t: planner.count(t) for t in ("/diagnostics", "rear/objects", "objects")}
     try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            status = planner.diagnostics("camera rear")
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + seconds:
+            status = planner.diagnostics("camera rear", timeout=seconds)
             if status and predicate(status):
                 return status
+            seen.append((round(time.monotonic() - t0, 1), status and status["message"]))
     finally:
         stop.set()
         feeder.join()
-    raise AssertionError(f"no matching rear diagnostics; last: {status}")
+    received = {t: planner.count(t) - n for t, n in counts.items()}
+    raise AssertionError(
+        f"no matching rear diagnostics; seen (s, message): {seen}; messages meanwhile: {received}"
+    )
 
 
 def _rear_object(planner) -> TrackedObject:
@@ -250,7 +255,7 @@ def test_bad_depth_input_gets_clear_statuses_and_2d_goes_on(system):
     # Stamps that never match (depth stamped 0.5 s after its colour frame, slop 0.02 s).
     s = _rear_status(
         planner,
-        lambda s: "never match" in s["message"],
+        lambda s: "do not match" in s["message"],
         info=_info(GOOD_K),
         depth=_good_depth,
         depth_offset=0.5,

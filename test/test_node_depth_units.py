@@ -81,7 +81,7 @@ def test_each_missing_or_bad_input_gives_its_reason():
         and "4.000 s away" in array.objects[0].position_status
     )
     level, message, values = depth.diagnostics("active", PARAMS, TOPICS)
-    assert "never match" in message and dict(values)["frames without depth (2D only)"] == 2
+    assert "do not match" in message and dict(values)["frames without depth (2D only)"] == 2
     depth.on_depth(_depth(6, np.zeros((H, W, 3), np.uint8), "rgb8"))
     (_, _), array = _frame(depth, 6, objects)
     assert "'rgb8' is not supported" in array.objects[0].position_status

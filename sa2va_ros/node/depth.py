@@ -9,7 +9,7 @@ ROS wiring around :mod:`sa2va_ros.depth3d` (the geometry, ROS-free). Per camera,
 * on the tracking thread, right after the tracker step, each colour frame takes the depth
   frame with its stamp (or the nearest within ``depth_slop``); the drawn objects' masks give
   their 3D fields on ``objects``. A frame without a partner is tracked in 2D as always and
-  counted; every 3D problem (no depth, stamps never matching, bad encoding or size, K all
+  counted; every 3D problem (no depth, stamps not matching, bad encoding or size, K all
   zero) becomes a reason on the objects and a status in /diagnostics, never a lost frame;
 * ``objects_markers`` (visualization_msgs/MarkerArray: a box and a label per object, marker
   id = object id, DELETE when the object has no position any more) and ``objects_cloud``
@@ -100,6 +100,7 @@ class CameraDepth:
         self.cloud_pub: Any = None
         self.marker_ids: set[int] = set()
         self.last_cloud = 0.0
+        self._reported = (0, 0)  # pairing counters at the previous diagnostics report
 
     # -- callbacks (executor threads) ---------------------------------------------------------
 
@@ -162,6 +163,10 @@ class CameraDepth:
         stats = self.pairer.stats
         since = self.pairer.seconds_since_depth()
         timeout = params.depth_timeout if params else 1.0
+        # Pairing since the previous report: a stream whose stamps stop matching (a restarted or
+        # swapped driver) is reported as soon as it happens, not only when nothing ever matched.
+        matched, unmatched = stats.matched - self._reported[0], stats.unmatched - self._reported[1]
+        self._reported = (stats.matched, stats.unmatched)
         level, message = OK, ""
         if state == "active":
             if self.info_error:
@@ -176,11 +181,12 @@ class CameraDepth:
                     f"3D off: the depth stream on {topics[0]} stopped {since:.1f} s ago "
                     "(2D tracking goes on)",
                 )
-            elif stats.matched == 0 and stats.unmatched > 0:
+            elif matched == 0 and unmatched > 0:
                 gap = f"{stats.last_gap:.3f} s" if stats.last_gap is not None else "unknown"
                 level, message = (
                     WARN,
-                    f"3D off: depth stamps never match colour stamps (nearest {gap} away, depth_slop "
+                    "3D off: depth stamps do not match colour stamps (no frame paired since the last report; "
+                    f"nearest {gap} away, depth_slop "
                     f"{params.depth_slop if params else 0:g} s): use depth registered to this colour camera "
                     "with synchronised stamps, or raise depth_slop",
                 )
