@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the node end to end on this machine, offline, in about a minute.
 #   1. set up .venv (idempotent), write a tiny offline checkpoint to .venv/demo_model
-#   2. start sa2va_demo_camera (a synthetic moving scene) and sa2va_node on it
-#   3. send the command "the red circle", ask a question, save the overlay to docs/overlay.png
+#   2. start sa2va_demo_camera (a synthetic moving scene, with registered depth and camera_info)
+#      and sa2va_node on it (depth_enabled: 3D positions)
+#   3. send the command "the red circle", ask a question, save the overlay to docs/overlay.png,
+#      print the tracked object's 3D position
 #   4. stop both processes cleanly (SIGINT, as Ctrl-C would)
 # Logs go to demo_out/. Knobs: SA2VA_DEMO_MODEL=path (another checkpoint, e.g. a local
 # ByteDance/Sa2VA-1B copy), SA2VA_DEMO_DEVICE=cpu|cuda, SA2VA_DEMO_OUT=file.png.
@@ -44,7 +46,7 @@ echo "demo: starting sa2va_demo_camera and sa2va_node (model $MODEL on $DEVICE; 
 sa2va_demo_camera --ros-args -p width:=320 -p height:=240 -p rate:=10.0 >"$LOGS/camera.log" 2>&1 &
 PIDS+=($!)
 sa2va_node --ros-args -p model:="$MODEL" -p device:="$DEVICE" -p overlay_rate:=5.0 \
-  -p presence_threshold:=0.3 >"$LOGS/node.log" 2>&1 &
+  -p presence_threshold:=0.3 -p depth_enabled:=true >"$LOGS/node.log" 2>&1 &
 PIDS+=($!)
 
 status=0

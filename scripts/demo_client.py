@@ -120,6 +120,7 @@ def run(out: Path, command: str, timeout: float) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out), np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         print(f"demo: saved {out} ({overlay.width}x{overlay.height}, {out.stat().st_size // 1024} KiB)")
+        print_positions(state, lock, ids)
         return 0
     except TimeoutError as exc:
         print(exc, file=sys.stderr)
@@ -129,6 +130,27 @@ def run(out: Path, command: str, timeout: float) -> int:
         executor.shutdown(timeout_sec=2)
         spinner.join(5)
         node.destroy_node()
+
+
+def print_positions(state: dict, lock, ids: set) -> None:
+    """The newest 3D fields of the tracked objects (the node runs with depth_enabled:=true)."""
+    with lock:
+        newest = max(state["objects"].items(), default=(None, None))[1]
+    for obj in newest.objects if newest is not None else []:
+        if obj.id not in ids:
+            continue
+        if obj.position_valid:
+            p, s = obj.position, obj.size
+            print(
+                f"demo: object {obj.id} '{obj.label}' 3D position ({p.x:.3f}, {p.y:.3f}, {p.z:.3f}) m "
+                f"in frame '{obj.position_frame_id}', box {s.x:.2f} x {s.y:.2f} x {s.z:.2f} m, "
+                f"{obj.depth_points} depth points"
+            )
+        else:
+            print(
+                f"demo: object {obj.id} '{obj.label}' has no 3D position: "
+                f"{obj.position_status or 'depth off'}"
+            )
 
 
 def main() -> int:

@@ -109,11 +109,15 @@ def test_launch_file_compiles_and_exposes_the_arguments(tmp_path):
     assert "generate_launch_description" in functions
 
 
-def test_rviz_config_shows_overlay_and_masks():
+def test_rviz_config_shows_overlay_masks_3d_markers_and_cloud():
     config = yaml.safe_load((REPO / "config" / "sa2va.rviz").read_text())
     displays = config["Visualization Manager"]["Displays"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
     assert topics["Overlay"] == "/overlay" and topics["Masks"] == "/masks"
+    by_class = {d["Class"]: d for d in displays}
+    assert by_class["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == "/objects_markers"
+    cloud = by_class["rviz_default_plugins/PointCloud2"]
+    assert cloud["Topic"]["Value"] == "/objects_cloud" and cloud["Channel Name"] == "object_id"
 
 
 # --- label image, messages, overlay -----------------------------------------------------------

@@ -28,6 +28,7 @@ class Frame:
     rgb: np.ndarray  # (H, W, 3) uint8
     objects: list  # list[TrackedObject] of the tracker for this frame
     received: float  # time.monotonic() when the message arrived
+    depth: Any = None  # depth.DepthView paired with this frame (RGB-D cameras), or None
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Camera:
         self.masks_pub: Any = None
         self.objects_pub: Any = None
         self.overlay_pub: Any = None
+        #: depth.CameraDepth when depth_enabled (3D input, publishers, counters), else None.
+        self.depth: Any = None
         self.last_overlay = 0.0
         self.qos_warned = False
         self.transport_warned = False

@@ -53,14 +53,24 @@ class Diagnostics:
         self._previous: dict[str, tuple[float, int, int]] = {}
         self._previous_busy: tuple[float, float] | None = None
 
-    def build(self, stamp, node: NodeSnapshot, cameras: Sequence[Camera], topic_of) -> DiagnosticArray:
-        """``topic_of(camera)`` gives the camera's input topic name for the messages."""
+    def build(
+        self, stamp, node: NodeSnapshot, cameras: Sequence[Camera], topic_of, depth_of=None
+    ) -> DiagnosticArray:
+        """``topic_of(camera)`` gives the camera's input topic name for the messages;
+        ``depth_of(camera)`` its 3D input's (level, message, [(key, value)]) or None (no depth)."""
         now = time.monotonic()
         array = DiagnosticArray()
         array.header.stamp = stamp
         array.status.append(self._node_status(node, now))
         for camera in cameras:
-            array.status.append(self._camera_status(camera, topic_of(camera), node.state, now))
+            status = self._camera_status(camera, topic_of(camera), node.state, now)
+            depth = depth_of(camera) if depth_of is not None else None
+            if depth is not None:
+                level, message, values = depth
+                status.values.extend(_kv(k, v) for k, v in values)
+                if level > status.level:  # a 3D problem shows when 2D is fine (2D problems come first)
+                    status.level, status.message = level, message
+            array.status.append(status)
         return array
 
     def _node_status(self, node: NodeSnapshot, now: float) -> DiagnosticStatus:

@@ -63,6 +63,9 @@ class FoundObject:
     mask: np.ndarray | None
     score: float
     tracked: bool
+    #: sa2va_ros.depth3d.ObjectGeometry from the answered frame's depth (RGB-D cameras), else None.
+    geometry: object = None
+    frame_id: str = ""  # the optical frame of ``geometry``
 
 
 def is_drawn(obj) -> bool:
@@ -132,7 +135,7 @@ def found_objects(found: Sequence[FoundObject], shape: tuple[int, int] | None, h
 def _found_message(found: FoundObject, **fields) -> TrackedObjectMsg:
     """A TrackedObject message for an answer's object; ``fields`` add what its mask gives."""
     state = TrackedObjectMsg.STATE_INITIALIZING if found.tracked else TrackedObjectMsg.STATE_TRACKING
-    return TrackedObjectMsg(
+    msg = TrackedObjectMsg(
         id=int(found.id),
         prompt=found.prompt,
         label=found.label,
@@ -140,3 +143,8 @@ def _found_message(found: FoundObject, **fields) -> TrackedObjectMsg:
         state=state,
         **fields,
     )
+    if found.geometry is not None:
+        from .depth import fill_object  # only RGB-D cameras give answers a geometry
+
+        fill_object(msg, found.geometry, found.frame_id, "")
+    return msg

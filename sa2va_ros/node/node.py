@@ -36,14 +36,16 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from sa2va_ros.action import Chat
 from sa2va_ros.model.errors import InputError, Sa2VAError
 from sa2va_ros.msg import Command, ObjectArray, Reply
 from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 
+from . import depth as D
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
@@ -257,6 +259,14 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                 camera.overlay_pub = self.create_lifecycle_publisher(
                     Image, camera.topic("overlay"), OUTPUT_QOS
                 )
+                if params.depth_enabled:
+                    camera.depth = D.CameraDepth(params.depth_slop)
+                    camera.depth.markers_pub = self.create_lifecycle_publisher(
+                        MarkerArray, camera.topic("objects_markers"), OUTPUT_QOS
+                    )
+                    camera.depth.cloud_pub = self.create_lifecycle_publisher(
+                        PointCloud2, camera.topic("objects_cloud"), OUTPUT_QOS
+                    )
                 if camera.prefix:  # `command` itself exists from start-up (first camera)
                     self._command_subs.append(
                         self.create_subscription(
@@ -353,6 +363,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             if camera.subscription is not None:
                 self.destroy_subscription(camera.subscription)
                 camera.subscription = None
+            if camera.depth is not None:
+                for sub in (camera.depth.depth_sub, camera.depth.info_sub):
+                    if sub is not None:
+                        self.destroy_subscription(sub)
+                camera.depth.depth_sub = camera.depth.info_sub = None
         if self._tracking is not None:
             self._tracking.stop()
             self._tracking = None
@@ -361,7 +376,8 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
 
     def _release(self) -> None:
         for camera in self._cameras:
-            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub):
+            extra = (camera.depth.markers_pub, camera.depth.cloud_pub) if camera.depth is not None else ()
+            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub, *extra):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         for sub in self._command_subs:
@@ -438,6 +454,22 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             callback_group=self._image_group,
             event_callbacks=events,
         )
+        if camera.depth is not None:
+            depth_topic, info_topic = self._depth_topics(camera, params)
+            camera.depth.depth_sub = self.create_subscription(
+                Image, depth_topic, camera.depth.on_depth, qos, callback_group=self._image_group
+            )
+            camera.depth.info_sub = self.create_subscription(
+                CameraInfo, info_topic, camera.depth.on_info, qos, callback_group=self._image_group
+            )
+
+    def _depth_topics(self, camera: Camera, params: P.NodeParams) -> tuple[str, str]:
+        """Fully qualified depth and camera_info topics of a camera (for messages)."""
+        ns = self.get_namespace().rstrip("/")
+        return (
+            f"{ns}/{camera.topic(params.depth_topic)}",
+            f"{ns}/{camera.topic(params.camera_info_topic)}",
+        )
 
     def _process_frame(self, camera: Camera, msg: Any, received: float) -> None:
         if not self.context.ok():
@@ -459,8 +491,17 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         step = time.perf_counter() - t0
         masks, values = masks_image(objects, rgb.shape[:2], header)
         camera.masks_pub.publish(masks)  # first: it is what latency-sensitive consumers wait for
-        camera.objects_pub.publish(object_array(objects, values, header, camera.name, step))
-        camera.remember(Frame(header, rgb, objects, received))
+        array = object_array(objects, values, header, camera.name, step)
+        view, geometry = None, []
+        if camera.depth is not None:
+            topics = self._depth_topics(camera, params)
+            view, geometry = D.annotate_frame(
+                camera.depth, header, rgb.shape[:2], objects, array, params, topics
+            )
+        camera.objects_pub.publish(array)
+        if camera.depth is not None:
+            D.publish(camera.depth, header, view, objects, geometry, params)
+        camera.remember(Frame(header, rgb, objects, received, view))
         camera.stats.processed += 1
         now_ros = self.get_clock().now().nanoseconds * 1e-9
         camera.stats.timings.append(
@@ -617,6 +658,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                 snapshot,
                 list(self._cameras),
                 lambda c: c.subscription.topic_name if c.subscription is not None else c.topic(topic),
+                lambda c: (
+                    c.depth.diagnostics(self._phase, params, self._depth_topics(c, params))
+                    if c.depth is not None and params is not None
+                    else None
+                ),
             )
         )
 

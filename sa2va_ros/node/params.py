@@ -164,6 +164,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "overlay images per second per camera (0 = off; rendered only while someone subscribes)", True,
               _between(0.0, 1000.0)),
     ParamSpec("overlay_alpha", 0.5, "mask opacity in the overlay", True, _between(0.0, 1.0)),
+    # --- 3D from a registered depth image (RGB-D cameras) ---
+    ParamSpec("depth_enabled", False,
+              "subscribe to each camera's depth image and camera_info and publish 3D positions, markers "
+              "and an object point cloud (false: colour only)", False),
+    ParamSpec("depth_topic", "aligned_depth_to_color/image_raw",
+              "depth image registered to the colour camera (16UC1 mm or 32FC1 m), relative to each "
+              "camera's namespace", False, _topic),
+    ParamSpec("camera_info_topic", "camera_info",
+              "the colour camera's CameraInfo (intrinsics, distortion, frame_id of the 3D outputs), relative "
+              "to each camera's namespace", False, _topic),
+    ParamSpec("depth_slop", 0.02,
+              "seconds a depth stamp may differ from the colour stamp and still pair (0 = exact stamps)",
+              True, _between(0.0, 10.0)),
+    ParamSpec("depth_timeout", 1.0,
+              "seconds without a depth image before /diagnostics reports the depth stream stopped", True,
+              _between(0.01, 3600.0)),
+    ParamSpec("depth_min", 0.1, "nearer depth (metres) is ignored", True, _between(0.0, 1000.0)),
+    ParamSpec("depth_max", 10.0, "farther depth (metres) is ignored", True,
+              _between(0.0, 1000.0, open_low=True)),
+    ParamSpec("depth_erode_px", 2, "colour pixels removed along each mask edge before reading depth", True,
+              _between(0, 50)),
+    ParamSpec("depth_min_points", 20, "fewer valid depth points on an object: no position (with the reason)",
+              True, _between(1, 1000000)),
+    ParamSpec("cloud_rate", 5.0,
+              "object point clouds per second per camera (0 = off; built only while someone subscribes)",
+              True, _between(0.0, 1000.0)),
+    ParamSpec("cloud_points", 256, "points per object in the object point cloud", True, _between(1, 100000)),
     # --- requests (dynamic) ---
     ParamSpec("max_new_tokens", 512, "default answer length limit of ask / chat / describe", True,
               _between(1, 32768)),
@@ -208,6 +235,17 @@ class NodeParams:
     reground_min_interval: float
     overlay_rate: float
     overlay_alpha: float
+    depth_enabled: bool
+    depth_topic: str
+    camera_info_topic: str
+    depth_slop: float
+    depth_timeout: float
+    depth_min: float
+    depth_max: float
+    depth_erode_px: int
+    depth_min_points: int
+    cloud_rate: float
+    cloud_points: int
     max_new_tokens: int
     max_command_length: int
     max_image_pixels: int

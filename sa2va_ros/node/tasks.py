@@ -20,6 +20,7 @@ from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.prompts import IMAGE_PLACEHOLDER, parse_grounded_caption, segmentation_prompt
 
 from .camera import Camera, Frame
+from .depth import annotate_found
 from .language_worker import Job
 from .messages import FoundObject, clean_text
 
@@ -141,6 +142,7 @@ class LanguageTasks:
         answer = _answer(result, frame)
         if not result.cancelled:
             answer.found = self._found(result, camera, track, prompt, label, expression)
+            annotate_found(answer.found, frame)
         return answer
 
     # -- requests -------------------------------------------------------------------------
@@ -217,6 +219,7 @@ class LanguageTasks:
             if not g.cancelled:
                 result = self.model.masks_for(newest.rgb, g)
                 answer.found = self._found(result, camera, track, question, label, None)
+                annotate_found(answer.found, newest)
             return answer
         if source != SOURCE_LATEST_FRAME:
             raise InputError(
