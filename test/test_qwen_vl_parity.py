@@ -1,9 +1,10 @@
 """The Qwen-VL adapter against the official Sa2VA outputs, and on tiny Qwen2.5-VL / Qwen3-VL models.
 
-The parity oracle is ../shared/fixtures/sa2va-tiny-qwen25vl: a tiny Sa2VA-Qwen2.5-VL checkpoint
-in the official layout and what the official ``predict_forward`` produced on it (float32, CPU).
-No Qwen3-VL fixture exists, so that variant is checked on a tiny random checkpoint written by
-``tiny_qwen_vl_parts`` and read back by the real loader.
+The parity oracles are ../shared/fixtures/sa2va-tiny-qwen25vl and sa2va-tiny-qwen3vl: tiny
+Sa2VA-Qwen2.5-VL / Sa2VA-Qwen3-VL checkpoints in the official layout and what the official
+``predict_forward`` produced on them (float32, CPU). The loading rules are checked on the
+Qwen2.5-VL one; tiny random checkpoints of both variants, written by the test writers, are read
+back by the real loader.
 """
 
 from __future__ import annotations
@@ -30,38 +31,53 @@ from sa2va_ros.model.qwen_vl import (
 )
 from sa2va_ros.model.seg_projection import load_seg_projection
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sa2va-tiny-qwen25vl"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURE = FIXTURES / "sa2va-tiny-qwen25vl"
+QWEN3_FIXTURE = FIXTURES / "sa2va-tiny-qwen3vl"
 CASES = ("img_seg", "img2_seg_multi", "video_seg", "img_chat", "text_chat")
 NUM_KEYFRAMES = 5  # the official video path gives the MLLM the first 5 frames
 
 
-def _need_fixture() -> None:
-    if not FIXTURE.is_dir():
+def _need_fixture(path: Path = FIXTURE) -> None:
+    if not path.is_dir():
         pytest.skip(
-            f"{FIXTURE} is missing: the parity fixtures live in the shared/ folder beside the project "
+            f"{path} is missing: the parity fixtures live in the shared/ folder beside the project "
             "checkout (CI always has it)."
         )
 
 
+_CHATS: dict[Path, QwenVLChat] = {}
+
+
+def _chat_for(path: Path) -> QwenVLChat:
+    _need_fixture(path)
+    if path not in _CHATS:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        _CHATS[path] = QwenVLChat.from_checkpoint(inspect_checkpoint(path), device="cpu", dtype=torch.float32)
+    return _CHATS[path]
+
+
+def _manifest_for(path: Path) -> dict:
+    _need_fixture(path)
+    return json.loads((path / "reference" / "manifest.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    _need_fixture()
-    return json.loads((FIXTURE / "reference" / "manifest.json").read_text())
+    return _manifest_for(FIXTURE)
 
 
 @pytest.fixture(scope="module")
 def chat() -> QwenVLChat:
-    _need_fixture()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return QwenVLChat.from_checkpoint(inspect_checkpoint(FIXTURE), device="cpu", dtype=torch.float32)
+    return _chat_for(FIXTURE)
 
 
 def _case(manifest: dict, case_id: str) -> dict:
     return next(c for c in manifest["cases"] if c["id"] == case_id)
 
 
-def _images(case: dict) -> list[np.ndarray]:
-    ref = FIXTURE / "reference"
+def _images(case: dict, fixture: Path = FIXTURE) -> list[np.ndarray]:
+    ref = fixture / "reference"
     inputs = case["inputs"]
     if "image" in inputs:
         return [np.asarray(Image.open(ref / inputs["image"]).convert("RGB"))]
@@ -81,18 +97,20 @@ def _close(actual: np.ndarray, expected: np.ndarray, tol: dict, what: str) -> No
 # --------------------------------------------------------------------------- parity
 
 
+@pytest.mark.parametrize("fixture", [FIXTURE, QWEN3_FIXTURE], ids=["qwen25vl", "qwen3vl"])
 @pytest.mark.parametrize("case_id", CASES)
-def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) -> None:
+def test_parity_with_official(fixture: Path, case_id: str) -> None:
+    chat, manifest = _chat_for(fixture), _manifest_for(fixture)
     case = _case(manifest, case_id)
     tols = manifest["tolerances"]
-    expected = np.load(FIXTURE / "reference" / case["expected"]["arrays_file"])
-    images = _images(case)
+    expected = np.load(fixture / "reference" / case["expected"]["arrays_file"])
+    images = _images(case, fixture)
 
     inputs = chat.prepare(case["text"], images)
-    assert inputs.prompt == (FIXTURE / "reference" / "expected" / f"{case_id}_prompt.txt").read_text()
+    assert inputs.prompt == (fixture / "reference" / "expected" / f"{case_id}_prompt.txt").read_text()
     np.testing.assert_array_equal(inputs.input_ids[0].numpy(), expected["input_ids"])
     if images:
-        pre = np.load(FIXTURE / "reference" / case["preprocess_file"])
+        pre = np.load(fixture / "reference" / case["preprocess_file"])
         np.testing.assert_array_equal(inputs.image_grid_thw.numpy(), pre["image_grid_thw"])
         _close(inputs.pixel_values.numpy(), pre["pixel_values"], tols["pixel_values"], "pixel_values")
     else:
@@ -100,6 +118,9 @@ def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) ->
     if "visual_embeds_first_256" in expected:
         embeds = chat.image_embeddings(inputs)[:256].numpy()
         _close(embeds, expected["visual_embeds_first_256"], tols["vit_embeds"], "visual embeddings")
+    if "deepstack_embeds_first_256" in expected:
+        deepstack = torch.stack([d[:256] for d in chat.deepstack_embeddings(inputs)]).numpy()
+        _close(deepstack, expected["deepstack_embeds_first_256"], tols["vit_embeds"], "deepstack embeddings")
 
     gen = chat.generate(case["text"], images, video=case["kind"] == "video")
     assert gen.prompt == inputs.prompt
@@ -124,7 +145,7 @@ def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) ->
             tols["seg_hidden_states"],
             "seg hidden",
         )
-        projection = load_seg_projection(load_state_dict(FIXTURE), chat.hidden_size)
+        projection = load_seg_projection(load_state_dict(fixture), chat.hidden_size)
         with torch.inference_mode():
             seg_embeddings = projection(gen.seg_hidden_states).numpy()
         _close(seg_embeddings, expected["seg_embeddings"], tols["seg_embeddings"], "seg embeddings")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from sa2va_ros.model import Sa2VA
 
-FORMATS = ("sa2va-tiny-internvl", "sa2va-tiny-qwen25vl")
+FORMATS = ("sa2va-tiny-internvl", "sa2va-tiny-qwen25vl", "sa2va-tiny-qwen3vl")
 END_TOKEN = "<|im_end|>"
 
 

@@ -12,8 +12,10 @@ What the official ``predict_forward`` does, and this adapter reproduces:
 * Each image is resized twice: once by ``qwen_vl_utils.process_vision_info`` (multiples of 28
   between 4 and 16384 merged patches) and again by the image processor with
   ``min_pixels=512*28*28`` / ``max_pixels=2048*28*28``. Both resizes are PIL bicubic.
-* Greedy decoding; the [SEG] hidden states are the last-layer (post final norm) states at the
-  positions whose *input* token is [SEG].
+* Greedy decoding; the [SEG] hidden states are the last-layer states at the positions whose
+  *input* token is [SEG]: after the final norm for Qwen2.5-VL, BEFORE it for Qwen3-VL (the
+  official code reads ``hidden_states[-1]`` of ``generate``, which transformers' Qwen3-VL
+  leaves un-normed; see :data:`SEG_BEFORE_FINAL_NORM`).
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ SA2VA_ONLY_FIELDS = (
     "transformers_version",
     "_name_or_path",
 )
+
+#: Variants whose official [SEG] state is the last decoder layer's output before the final
+#: RMSNorm (``generate(...).hidden_states[step][-1]`` of Qwen3VLForConditionalGeneration).
+SEG_BEFORE_FINAL_NORM: frozenset[str] = frozenset({"qwen3_vl"})
 
 EMBED_KEY = "model.language_model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
@@ -440,15 +446,26 @@ class QwenVLChat:
         input_ids = self.tokenizer(expanded, return_tensors="pt")["input_ids"]
         return QwenVLInputs(prompt, input_ids, pixel_values, grid)
 
+    def _vision(self, inputs: QwenVLInputs):
+        return self.model.model.get_image_features(
+            inputs.pixel_values.to(self.device, self.dtype), inputs.image_grid_thw.to(self.device)
+        )
+
     @torch.inference_mode()
     def image_embeddings(self, inputs: QwenVLInputs) -> torch.Tensor:
         """(n_tokens, hidden) vision-tower output after the patch merger, all images."""
-        feats = self.model.model.get_image_features(
-            inputs.pixel_values.to(self.device, self.dtype), inputs.image_grid_thw.to(self.device)
-        )
+        feats = self._vision(inputs)
         if self.variant == "qwen3_vl":
             feats = feats[0]  # (per-image embeddings, deepstack features)
         return torch.cat(list(feats), dim=0)
+
+    @torch.inference_mode()
+    def deepstack_embeddings(self, inputs: QwenVLInputs) -> list[torch.Tensor]:
+        """Qwen3-VL only: one (n_tokens, hidden) DeepStack merger output per
+        ``deepstack_visual_indexes`` layer, added to the LLM states after its first layers."""
+        if self.variant != "qwen3_vl":
+            raise InputError("DeepStack features exist only in Qwen3-VL checkpoints.")
+        return list(self._vision(inputs)[1])
 
     # ---- generation
 
@@ -479,6 +496,7 @@ class QwenVLChat:
             seg_token_id=self.seg_token_id,
             max_new_tokens=max_new_tokens,
             on_text=on_text,
+            seg_before_norm=self.variant in SEG_BEFORE_FINAL_NORM,
         )
         ended = bool(out.token_ids) and out.token_ids[-1] in self.stop_token_ids
         return Generation(
