@@ -20,6 +20,7 @@ from PIL import Image
 
 from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
 from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModelError
+from sa2va_ros.model.hf_compat import qwen2_vl_pil_image_processor
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.qwen_vl import (
     KEY_PREFIXES,
@@ -196,11 +197,25 @@ def test_prompt_rules(chat: QwenVLChat) -> None:
     ("height", "width"), [(480, 640), (500, 333), (240, 320), (10, 13), (9000, 7000), (50, 3000)]
 )
 def test_pre_resize_matches_transformers_smart_resize(height: int, width: int) -> None:
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    import sys
 
+    # The module of the PIL processor we use has transformers' smart_resize (4.x and 5.x).
+    smart_resize = sys.modules[qwen2_vl_pil_image_processor().__module__].smart_resize
     # transformers' helper implements the same rule as qwen_vl_utils for sides >= 28.
     expected = smart_resize(height, width, factor=28, min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
     assert pre_resize_size(height, width) == expected
+
+
+def test_image_processor_is_the_pil_one(chat: QwenVLChat) -> None:
+    """Whatever preprocessor_config.json names and whether torchvision is installed: the fast
+    (torchvision) processor resizes differently from the official recordings."""
+    from transformers.image_processing_utils import BaseImageProcessor
+
+    processor = type(chat.image_processor)
+    assert processor is qwen2_vl_pil_image_processor()
+    assert "torchvision" not in processor.__module__ and "fast" not in processor.__module__
+    assert not any("Torchvision" in c.__name__ or c.__name__.endswith("Fast") for c in processor.__mro__)
+    assert issubclass(processor, BaseImageProcessor)
 
 
 def test_pre_resize_refuses_extreme_aspect_ratio() -> None:

@@ -326,7 +326,7 @@ class InternVLChat:
 
         ``state`` may hold the whole checkpoint (SAM-2 and text_hidden_fcs are ignored
         here); it is read from ``info.path`` when not given. ``attn_implementation`` is
-        "eager", "sdpa" or "flash_attention_2"; None lets transformers choose (sdpa).
+        "eager", "sdpa" or "flash_attention_2"; None means "sdpa".
         """
         if info.format != "internvl":
             raise UnsupportedModelError(f"{info.path} is a '{info.format}' checkpoint, not InternVL-format.")
@@ -348,8 +348,9 @@ class InternVLChat:
         if state is None:
             state = load_state_dict(info.path)
 
-        from transformers.modeling_utils import no_init_weights
         from transformers.models.internvl import InternVLVisionModel
+
+        from .hf_compat import no_init_weights
 
         llm_state = take_prefix(state, LLM_PREFIX)
         # A tied lm_head is stored once (as the embedding); an untied one is its own tensor.
@@ -358,7 +359,8 @@ class InternVLChat:
         )
         vcfg = vision_config(vcfg_official)
         llm_cfg = config_cls(**llm_cfg_dict)
-        attn = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        # Named explicitly (sdpa unless asked): the default choice is transformers' and may change.
+        attn = {"attn_implementation": attn_implementation or "sdpa"}
         try:
             # Allocate without random init: every parameter is overwritten by the checkpoint.
             with torch.device(self.device), no_init_weights():

@@ -20,6 +20,7 @@ What the official ``predict_forward`` does, and this adapter reproduces:
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -40,6 +41,7 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
+from .hf_compat import qwen2_vl_pil_image_processor
 from .images import as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 from .prompts import SA2VA_ADDED_TOKENS, ensure_image_placeholder, strip_image_placeholder
@@ -368,6 +370,8 @@ class QwenVLChat:
             eos = getattr(c, "eos_token_id", None)
             stops.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         self.stop_token_ids: frozenset[int] = frozenset(stops)
+        rope_index = inspect.signature(model.model.get_rope_index).parameters
+        self._rope_needs_token_types = "mm_token_type_ids" in rope_index
 
     # ---- loading
 
@@ -383,7 +387,7 @@ class QwenVLChat:
     ) -> QwenVLChat:
         """Load from a checkpoint directory. ``state`` is the checkpoint's full state dict when the
         caller has already read it (SAM-2 and text_hidden_fcs entries are ignored here)."""
-        from transformers import AutoTokenizer, Qwen2VLImageProcessor
+        from transformers import AutoTokenizer
 
         if info.format != "qwen_vl":
             raise CheckpointError(f"{info.path} is a '{info.format}' checkpoint, not a Qwen-VL one.")
@@ -398,8 +402,9 @@ class QwenVLChat:
                 f"{info.path} has no preprocessor_config.json (the Qwen-VL image processor settings); "
                 "download the model again."
             )
-        # The slow (PIL) processor: the fast one needs torchvision. Whatever class the file names.
-        image_processor = Qwen2VLImageProcessor.from_pretrained(str(info.path))
+        # The PIL processor, whatever class the file names and whether torchvision is installed:
+        # the torchvision one resizes differently (see hf_compat).
+        image_processor = qwen2_vl_pil_image_processor().from_pretrained(str(info.path))
         template = load_chat_template(info.path, tokenizer)
         if state is None:
             state = load_state_dict(info.path)
@@ -433,8 +438,8 @@ class QwenVLChat:
         if arrays:
             out = self.image_processor(
                 images=[pre_resize(a) for a in arrays],
-                min_pixels=SA2VA_MIN_PIXELS,
-                max_pixels=SA2VA_MAX_PIXELS,
+                # As a size (both releases read it): transformers 5 deprecates min/max_pixels.
+                size={"shortest_edge": SA2VA_MIN_PIXELS, "longest_edge": SA2VA_MAX_PIXELS},
                 return_tensors="pt",
             )
             pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
@@ -446,26 +451,36 @@ class QwenVLChat:
         input_ids = self.tokenizer(expanded, return_tensors="pt")["input_ids"]
         return QwenVLInputs(prompt, input_ids, pixel_values, grid)
 
-    def _vision(self, inputs: QwenVLInputs):
-        return self.model.model.get_image_features(
+    @torch.inference_mode()
+    def _vision(self, inputs: QwenVLInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(merged image tokens of all images, DeepStack features per layer (Qwen3-VL only)).
+
+        transformers 4.57 returns tuples from ``get_image_features`` (Qwen3-VL: per-image
+        embeddings and concatenated DeepStack features); 5.x returns a model output with
+        ``pooler_output`` and per-image ``deepstack_features``. Both become whole tensors here.
+        """
+        out = self.model.model.get_image_features(
             inputs.pixel_values.to(self.device, self.dtype), inputs.image_grid_thw.to(self.device)
         )
+        if hasattr(out, "pooler_output"):  # transformers >= 5
+            per_image, deepstack = out.pooler_output, getattr(out, "deepstack_features", None) or []
+        elif self.variant == "qwen3_vl":
+            per_image, deepstack = out
+        else:
+            per_image, deepstack = out, []
+        whole = [d if isinstance(d, torch.Tensor) else torch.cat(list(d), dim=0) for d in deepstack]
+        return torch.cat(list(per_image), dim=0), whole
 
-    @torch.inference_mode()
     def image_embeddings(self, inputs: QwenVLInputs) -> torch.Tensor:
         """(n_tokens, hidden) vision-tower output after the patch merger, all images."""
-        feats = self._vision(inputs)
-        if self.variant == "qwen3_vl":
-            feats = feats[0]  # (per-image embeddings, deepstack features)
-        return torch.cat(list(feats), dim=0)
+        return self._vision(inputs)[0]
 
-    @torch.inference_mode()
     def deepstack_embeddings(self, inputs: QwenVLInputs) -> list[torch.Tensor]:
         """Qwen3-VL only: one (n_tokens, hidden) DeepStack merger output per
         ``deepstack_visual_indexes`` layer, added to the LLM states after its first layers."""
         if self.variant != "qwen3_vl":
             raise InputError("DeepStack features exist only in Qwen3-VL checkpoints.")
-        return list(self._vision(inputs)[1])
+        return self._vision(inputs)[1]
 
     # ---- generation
 
@@ -485,6 +500,7 @@ class QwenVLChat:
         if inputs.pixel_values is not None:
             kwargs["pixel_values"] = inputs.pixel_values.to(dev, self.dtype)
             kwargs["image_grid_thw"] = inputs.image_grid_thw.to(dev)
+            kwargs.update(self._mrope_kwargs(kwargs["input_ids"]))
         out = greedy_generate(
             self.model,
             self.model.model.language_model.norm,
@@ -507,6 +523,18 @@ class QwenVLChat:
             cancelled=out.cancelled,
             extras={"step_hidden": out.step_hidden},
         )
+
+    def _mrope_kwargs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the installed transformers needs to give image tokens their 3-D (M-RoPE) positions.
+
+        transformers 5 finds the image tokens through ``mm_token_type_ids`` (0 text, 1 image,
+        2 video; its processor returns them) and, when they are missing, silently gives every
+        token 1-D positions (Qwen2.5-VL) - different answers. 4.57 finds them from the ids and
+        takes no such argument. We never use video tokens (keyframes go in as images).
+        """
+        if not self._rope_needs_token_types:
+            return {}
+        return {"mm_token_type_ids": (input_ids == self.model.config.image_token_id).to(torch.int32)}
 
     def _final_text(self, tokens: list[int], ended: bool) -> str:
         # Official: batch_decode(..., skip_special_tokens=False)[0].strip(), end token included;
