@@ -28,9 +28,9 @@ from sa2va_ros.model.qwen_vl import (
     build_model,
     detect_variant,
     pre_resize_size,
-    tiny_qwen_vl_parts,
 )
 from sa2va_ros.model.seg_projection import load_seg_projection
+from sa2va_ros.testing.qwen_vl_writer import tiny_qwen_vl_parts
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 FIXTURE = FIXTURES / "sa2va-tiny-qwen25vl"
@@ -305,7 +305,7 @@ def _write_tiny(directory: Path, variant: str, force_seg: bool, seed: int = 0) -
     """A tiny checkpoint in the official layout (MLLM part + [SEG] projection + tokenizer)."""
     from safetensors.torch import save_file
 
-    from sa2va_ros.model.tiny_checkpoint import write_tiny_tokenizer
+    from sa2va_ros.testing.tokenizer_writer import write_tiny_tokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     write_tiny_tokenizer(directory, "qwen_vl")

@@ -27,10 +27,11 @@ from sa2va_ros.model.internvl import (
     VISION_PREFIX,
     InternVLChat,
     vision_to_native,
-    vision_to_official,
 )
 from sa2va_ros.model.seg_projection import load_seg_projection
-from sa2va_ros.model.tiny_checkpoint import write_hub_cache, write_tiny_checkpoint, write_tiny_tokenizer
+from sa2va_ros.testing.internvl_writer import vision_to_official
+from sa2va_ros.testing.tiny_checkpoint import write_hub_cache, write_tiny_checkpoint
+from sa2va_ros.testing.tokenizer_writer import write_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "sa2va-tiny-internvl"

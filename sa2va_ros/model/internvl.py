@@ -31,6 +31,7 @@ from torch import nn
 from . import internvl_preprocess as pre
 from . import prompts
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_state_dict, take_prefix
+from .devices import resolve_dtype
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
 from .images import as_bool_mask, as_rgb_uint8
@@ -138,33 +139,6 @@ def vision_to_native(official: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return native
 
 
-def vision_to_official(native: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The exact inverse of :func:`vision_to_native` (used by the tiny-checkpoint writer)."""
-    official: dict[str, torch.Tensor] = {}
-    pending: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
-    for name, tensor in native.items():
-        for fused, parts in VISION_FUSED:
-            hit = next(((k, m) for k, p in enumerate(parts) if (m := _template_regex(p).match(name))), None)
-            if hit:
-                k, match = hit
-                pending.setdefault((fused, _fill(fused, match)), {})[k] = tensor
-                break
-        else:
-            for src, dst in VISION_RENAMES:
-                match = _template_regex(dst).match(name)
-                if match:
-                    official[_fill(src, match)] = tensor
-                    break
-            else:
-                official[name] = tensor
-    for (fused, name), chunks in pending.items():
-        parts = dict(VISION_FUSED)[fused]
-        if len(chunks) != len(parts):
-            raise ValueError(f"{name}: only {len(chunks)} of the {len(parts)} fused parts are present.")
-        official[name] = torch.cat([chunks[k] for k in range(len(parts))], dim=0)
-    return official
-
-
 def vision_official_name(native_name: str) -> str:
     """The official name of one native vision tensor (for error messages)."""
     for fused, parts in VISION_FUSED:
@@ -239,21 +213,6 @@ def pixel_shuffle(x: torch.Tensor, scale: float, ps_version: str) -> torch.Tenso
     x = x.reshape(n, w, int(h * scale), int(c / scale)).permute(0, 2, 1, 3)
     x = x.reshape(n, int(h * scale), int(w * scale), int(c / (scale * scale)))
     return x if ps_version == "v1" else x.permute(0, 2, 1, 3).contiguous()
-
-
-def resolve_dtype(dtype: str | torch.dtype, config: dict, device: torch.device) -> torch.dtype:
-    """``"auto"`` means the checkpoint's dtype on a GPU and float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        stored = config.get("torch_dtype") or config.get("dtype") or "bfloat16"
-        return names.get(stored, torch.bfloat16)
-    if dtype not in names:
-        raise InputError(f"dtype '{dtype}' is not supported; use one of {', '.join(names)} or 'auto'.")
-    return names[dtype]
 
 
 def _load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str, to_official=None) -> None:
@@ -332,7 +291,7 @@ class InternVLChat:
             raise UnsupportedModelError(f"{info.path} is a '{info.format}' checkpoint, not InternVL-format.")
         config = info.config
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype, config, self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.template = prompts.get_template(config.get("template", "qwen_chat"))
         vcfg_official = config.get("vision_config") or {}
         llm_cfg_dict = dict(config.get("llm_config") or {})
