@@ -372,3 +372,38 @@ def test_tiny_qwen2_5_template_renders_like_the_official_one(tmp_path: Path) -> 
         chat.chat_template = official
         assert chat.prepare(text, images, past).prompt == ours
         chat.chat_template = (path / "chat_template.jinja").read_text()
+
+
+def test_qwen3_vl_writer_makes_checkpoints_of_any_size(tmp_path: Path) -> None:
+    """The Qwen3-VL writer's shape overrides give a checkpoint the real loader and the facade run:
+    head_dim that is not hidden / heads (as the real 4B), three DeepStack layers, more depth."""
+    from sa2va_ros.model import Sa2VA
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
+
+    text = {
+        "hidden_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "head_dim": 32,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True},
+    }
+    vision = {"depth": 3, "deepstack_visual_indexes": [0, 1, 2], "out_hidden_size": 96}
+    path = write_tiny_checkpoint(
+        tmp_path / "q3big",
+        "qwen_vl",
+        llm="qwen3",
+        force_seg=True,
+        sam2_image_size=256,
+        text_config=text,
+        vision_config=vision,
+    )
+    config = json.loads((path / "config.json").read_text())
+    assert config["text_config"]["head_dim"] == 32 and config["text_config"]["hidden_size"] == 96
+    assert config["vision_config"]["deepstack_visual_indexes"] == [0, 1, 2]
+    model = Sa2VA.from_pretrained(str(path), device="cpu", dtype="float32")
+    assert model.mllm.variant == "qwen3_vl" and model.mllm.hidden_size == 96
+    image = np.random.default_rng(2).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    result = model.segment(image, "Please segment the cat.")
+    assert result.text == "[SEG]" and len(result.masks) == 1 and result.masks[0].shape == (64, 80)
+    with pytest.raises(ValueError, match="qwen_vl"):
+        write_tiny_checkpoint(tmp_path / "bad", "internvl", text_config={"hidden_size": 32})
