@@ -88,7 +88,10 @@ def test_tokenizer_fast_and_slow_agree_and_know_sa2va_tokens(tmp_path: Path) -> 
     write_tiny_tokenizer(tmp_path, "internvl")
     fast = AutoTokenizer.from_pretrained(str(tmp_path))
     slow = AutoTokenizer.from_pretrained(str(tmp_path), use_fast=False)
-    assert type(fast).__name__ == "Qwen2TokenizerFast" and type(slow).__name__ == "Qwen2Tokenizer"
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:  # 5.x has one (tokenizers-backed) class
+        assert type(fast).__name__ == "Qwen2TokenizerFast" and type(slow).__name__ == "Qwen2Tokenizer"
     text = prompts.TEMPLATES["qwen_chat"].user_turn(
         prompts.internvl_image_tokens(1, 3) + "\nPlease segment the red mug. <p> mug </p> [SEG]"
     )

@@ -42,3 +42,24 @@ def qwen2_vl_pil_image_processor():
             Qwen2VLImageProcessor as processor,
         )
     return processor
+
+
+#: Fewer base tokens than this is no real vocabulary: byte-level BPE and byte-fallback
+#: SentencePiece models both hold at least the 256 byte tokens.
+MIN_BASE_VOCABULARY = 256
+
+
+def require_base_vocabulary(tokenizer, where: object) -> None:
+    """Refuse a tokenizer without its vocabulary files.
+
+    transformers 5 builds a Qwen2 tokenizer from tokenizer_config.json alone when
+    tokenizer.json / vocab.json / merges.txt are missing: it has the added tokens and nothing
+    else, and encodes ordinary text to nothing. 4.57 raised instead. Both now end here.
+    """
+    from .errors import CheckpointError
+
+    if int(getattr(tokenizer, "vocab_size", 0) or 0) < MIN_BASE_VOCABULARY:
+        raise CheckpointError(
+            f"{where}: the tokenizer has no vocabulary ({tokenizer.vocab_size} base tokens): its files "
+            "(tokenizer.json, or vocab.json + merges.txt) are missing. Download the model again."
+        )

@@ -34,6 +34,7 @@ from .checkpoint import CheckpointInfo, inspect_checkpoint, load_state_dict, tak
 from .devices import resolve_dtype
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
+from .hf_compat import require_base_vocabulary
 from .images import as_bool_mask, as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 
@@ -244,6 +245,7 @@ def load_tokenizer(path: Path):
             f"{path}: the tokenizer cannot be loaded ({type(exc).__name__}: {exc}). The checkpoint needs its "
             "tokenizer files (tokenizer.json or vocab.json + merges.txt, tokenizer_config.json)."
         ) from exc
+    require_base_vocabulary(tokenizer, path)
     vocab = tokenizer.get_vocab()
     missing = [t for t in prompts.INTERNVL_REQUIRED_TOKENS if t not in vocab]
     if missing:

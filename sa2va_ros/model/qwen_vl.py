@@ -41,7 +41,7 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
-from .hf_compat import qwen2_vl_pil_image_processor
+from .hf_compat import qwen2_vl_pil_image_processor, require_base_vocabulary
 from .images import as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 from .prompts import SA2VA_ADDED_TOKENS, ensure_image_placeholder, strip_image_placeholder
@@ -383,6 +383,7 @@ class QwenVLChat:
             tokenizer = AutoTokenizer.from_pretrained(str(info.path))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"Cannot load the tokenizer from {info.path}: {exc}") from exc
+        require_base_vocabulary(tokenizer, info.path)
         check_special_tokens(tokenizer, info.path)
         if not (info.path / "preprocessor_config.json").exists():
             raise CheckpointError(

@@ -112,4 +112,32 @@ def write_tiny_tokenizer(out_dir: Path, format: TinyFormat = "internvl"):
         model_max_length=32768,
     )
     tokenizer.save_pretrained(str(out_dir))
+    _complete_official_files(Path(out_dir), bpe, tokenizer)
     return tokenizer
+
+
+def _complete_official_files(out_dir: Path, bpe, tokenizer) -> None:
+    """Write the tokenizer files a real Qwen2 checkpoint has that transformers 5 no longer saves
+    (vocab.json + merges.txt, added_tokens.json, special_tokens_map.json, added_tokens_decoder),
+    so a test checkpoint has the official layout whichever transformers wrote it. With 4.57
+    every file is already there and nothing changes."""
+    import json
+
+    if not (out_dir / "vocab.json").exists() or not (out_dir / "merges.txt").exists():
+        bpe.model.save(str(out_dir))
+    added = {token.content: index for index, token in sorted(tokenizer.added_tokens_decoder.items())}
+    if not (out_dir / "added_tokens.json").exists():
+        (out_dir / "added_tokens.json").write_text(json.dumps(added, indent=2, sort_keys=True) + "\n")
+    if not (out_dir / "special_tokens_map.json").exists():
+        special = {
+            "additional_special_tokens": [IM_START, IM_END],
+            "eos_token": IM_END,
+            "pad_token": END_OF_TEXT,
+        }
+        (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    config_file = out_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if "added_tokens_decoder" not in config:
+        flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        config["added_tokens_decoder"] = {str(i): {"content": t, **flags} for t, i in added.items()}
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
