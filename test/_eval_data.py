@@ -56,8 +56,8 @@ def write_fast_tiny_checkpoint(path: Path) -> str:
     The input size sets no weight shape, and 16x fewer SAM-2 pixels keep the end-to-end
     tests within their time budget on a small CPU.
     """
-    from sa2va_ros.model.sam2_prompt import tiny_sam2_config
-    from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    from sa2va_ros.testing.sam2_writer import tiny_sam2_config
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
     ckpt = write_tiny_checkpoint(path, force_seg=True)
     (ckpt / "sam2_config.json").write_text(json.dumps(tiny_sam2_config(image_size=256)))

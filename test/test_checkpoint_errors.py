@@ -15,7 +15,7 @@ from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModel
 from sa2va_ros.model.internvl import InternVLChat
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.seg_projection import load_seg_projection
-from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
 IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
 

@@ -1,9 +1,10 @@
 """The Qwen-VL adapter against the official Sa2VA outputs, and on tiny Qwen2.5-VL / Qwen3-VL models.
 
-The parity oracle is ../shared/fixtures/sa2va-tiny-qwen25vl: a tiny Sa2VA-Qwen2.5-VL checkpoint
-in the official layout and what the official ``predict_forward`` produced on it (float32, CPU).
-No Qwen3-VL fixture exists, so that variant is checked on a tiny random checkpoint written by
-``tiny_qwen_vl_parts`` and read back by the real loader.
+The parity oracles are ../shared/fixtures/sa2va-tiny-qwen25vl and sa2va-tiny-qwen3vl: tiny
+Sa2VA-Qwen2.5-VL / Sa2VA-Qwen3-VL checkpoints in the official layout and what the official
+``predict_forward`` produced on them (float32, CPU). The loading rules are checked on the
+Qwen2.5-VL one; tiny random checkpoints of both variants, written by the test writers, are read
+back by the real loader.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
 from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModelError
+from sa2va_ros.model.hf_compat import qwen2_vl_pil_image_processor
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.qwen_vl import (
     KEY_PREFIXES,
@@ -26,42 +28,57 @@ from sa2va_ros.model.qwen_vl import (
     build_model,
     detect_variant,
     pre_resize_size,
-    tiny_qwen_vl_parts,
 )
 from sa2va_ros.model.seg_projection import load_seg_projection
+from sa2va_ros.testing.qwen_vl_writer import tiny_qwen_vl_parts
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sa2va-tiny-qwen25vl"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURE = FIXTURES / "sa2va-tiny-qwen25vl"
+QWEN3_FIXTURE = FIXTURES / "sa2va-tiny-qwen3vl"
 CASES = ("img_seg", "img2_seg_multi", "video_seg", "img_chat", "text_chat")
 NUM_KEYFRAMES = 5  # the official video path gives the MLLM the first 5 frames
 
 
-def _need_fixture() -> None:
-    if not FIXTURE.is_dir():
+def _need_fixture(path: Path = FIXTURE) -> None:
+    if not path.is_dir():
         pytest.skip(
-            f"{FIXTURE} is missing: the parity fixtures live in the shared/ folder beside the project "
+            f"{path} is missing: the parity fixtures live in the shared/ folder beside the project "
             "checkout (CI always has it)."
         )
 
 
+_CHATS: dict[Path, QwenVLChat] = {}
+
+
+def _chat_for(path: Path) -> QwenVLChat:
+    _need_fixture(path)
+    if path not in _CHATS:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        _CHATS[path] = QwenVLChat.from_checkpoint(inspect_checkpoint(path), device="cpu", dtype=torch.float32)
+    return _CHATS[path]
+
+
+def _manifest_for(path: Path) -> dict:
+    _need_fixture(path)
+    return json.loads((path / "reference" / "manifest.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    _need_fixture()
-    return json.loads((FIXTURE / "reference" / "manifest.json").read_text())
+    return _manifest_for(FIXTURE)
 
 
 @pytest.fixture(scope="module")
 def chat() -> QwenVLChat:
-    _need_fixture()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return QwenVLChat.from_checkpoint(inspect_checkpoint(FIXTURE), device="cpu", dtype=torch.float32)
+    return _chat_for(FIXTURE)
 
 
 def _case(manifest: dict, case_id: str) -> dict:
     return next(c for c in manifest["cases"] if c["id"] == case_id)
 
 
-def _images(case: dict) -> list[np.ndarray]:
-    ref = FIXTURE / "reference"
+def _images(case: dict, fixture: Path = FIXTURE) -> list[np.ndarray]:
+    ref = fixture / "reference"
     inputs = case["inputs"]
     if "image" in inputs:
         return [np.asarray(Image.open(ref / inputs["image"]).convert("RGB"))]
@@ -81,18 +98,20 @@ def _close(actual: np.ndarray, expected: np.ndarray, tol: dict, what: str) -> No
 # --------------------------------------------------------------------------- parity
 
 
+@pytest.mark.parametrize("fixture", [FIXTURE, QWEN3_FIXTURE], ids=["qwen25vl", "qwen3vl"])
 @pytest.mark.parametrize("case_id", CASES)
-def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) -> None:
+def test_parity_with_official(fixture: Path, case_id: str) -> None:
+    chat, manifest = _chat_for(fixture), _manifest_for(fixture)
     case = _case(manifest, case_id)
     tols = manifest["tolerances"]
-    expected = np.load(FIXTURE / "reference" / case["expected"]["arrays_file"])
-    images = _images(case)
+    expected = np.load(fixture / "reference" / case["expected"]["arrays_file"])
+    images = _images(case, fixture)
 
     inputs = chat.prepare(case["text"], images)
-    assert inputs.prompt == (FIXTURE / "reference" / "expected" / f"{case_id}_prompt.txt").read_text()
+    assert inputs.prompt == (fixture / "reference" / "expected" / f"{case_id}_prompt.txt").read_text()
     np.testing.assert_array_equal(inputs.input_ids[0].numpy(), expected["input_ids"])
     if images:
-        pre = np.load(FIXTURE / "reference" / case["preprocess_file"])
+        pre = np.load(fixture / "reference" / case["preprocess_file"])
         np.testing.assert_array_equal(inputs.image_grid_thw.numpy(), pre["image_grid_thw"])
         _close(inputs.pixel_values.numpy(), pre["pixel_values"], tols["pixel_values"], "pixel_values")
     else:
@@ -100,6 +119,9 @@ def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) ->
     if "visual_embeds_first_256" in expected:
         embeds = chat.image_embeddings(inputs)[:256].numpy()
         _close(embeds, expected["visual_embeds_first_256"], tols["vit_embeds"], "visual embeddings")
+    if "deepstack_embeds_first_256" in expected:
+        deepstack = torch.stack([d[:256] for d in chat.deepstack_embeddings(inputs)]).numpy()
+        _close(deepstack, expected["deepstack_embeds_first_256"], tols["vit_embeds"], "deepstack embeddings")
 
     gen = chat.generate(case["text"], images, video=case["kind"] == "video")
     assert gen.prompt == inputs.prompt
@@ -124,7 +146,7 @@ def test_parity_with_official(chat: QwenVLChat, manifest: dict, case_id: str) ->
             tols["seg_hidden_states"],
             "seg hidden",
         )
-        projection = load_seg_projection(load_state_dict(FIXTURE), chat.hidden_size)
+        projection = load_seg_projection(load_state_dict(fixture), chat.hidden_size)
         with torch.inference_mode():
             seg_embeddings = projection(gen.seg_hidden_states).numpy()
         _close(seg_embeddings, expected["seg_embeddings"], tols["seg_embeddings"], "seg embeddings")
@@ -175,11 +197,25 @@ def test_prompt_rules(chat: QwenVLChat) -> None:
     ("height", "width"), [(480, 640), (500, 333), (240, 320), (10, 13), (9000, 7000), (50, 3000)]
 )
 def test_pre_resize_matches_transformers_smart_resize(height: int, width: int) -> None:
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    import sys
 
+    # The module of the PIL processor we use has transformers' smart_resize (4.x and 5.x).
+    smart_resize = sys.modules[qwen2_vl_pil_image_processor().__module__].smart_resize
     # transformers' helper implements the same rule as qwen_vl_utils for sides >= 28.
     expected = smart_resize(height, width, factor=28, min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
     assert pre_resize_size(height, width) == expected
+
+
+def test_image_processor_is_the_pil_one(chat: QwenVLChat) -> None:
+    """Whatever preprocessor_config.json names and whether torchvision is installed: the fast
+    (torchvision) processor resizes differently from the official recordings."""
+    from transformers.image_processing_utils import BaseImageProcessor
+
+    processor = type(chat.image_processor)
+    assert processor is qwen2_vl_pil_image_processor()
+    assert "torchvision" not in processor.__module__ and "fast" not in processor.__module__
+    assert not any("Torchvision" in c.__name__ or c.__name__.endswith("Fast") for c in processor.__mro__)
+    assert issubclass(processor, BaseImageProcessor)
 
 
 def test_pre_resize_refuses_extreme_aspect_ratio() -> None:
@@ -269,7 +305,7 @@ def _write_tiny(directory: Path, variant: str, force_seg: bool, seed: int = 0) -
     """A tiny checkpoint in the official layout (MLLM part + [SEG] projection + tokenizer)."""
     from safetensors.torch import save_file
 
-    from sa2va_ros.model.tiny_checkpoint import write_tiny_tokenizer
+    from sa2va_ros.testing.tokenizer_writer import write_tiny_tokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     write_tiny_tokenizer(directory, "qwen_vl")
@@ -336,3 +372,38 @@ def test_tiny_qwen2_5_template_renders_like_the_official_one(tmp_path: Path) -> 
         chat.chat_template = official
         assert chat.prepare(text, images, past).prompt == ours
         chat.chat_template = (path / "chat_template.jinja").read_text()
+
+
+def test_qwen3_vl_writer_makes_checkpoints_of_any_size(tmp_path: Path) -> None:
+    """The Qwen3-VL writer's shape overrides give a checkpoint the real loader and the facade run:
+    head_dim that is not hidden / heads (as the real 4B), three DeepStack layers, more depth."""
+    from sa2va_ros.model import Sa2VA
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
+
+    text = {
+        "hidden_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "head_dim": 32,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True},
+    }
+    vision = {"depth": 3, "deepstack_visual_indexes": [0, 1, 2], "out_hidden_size": 96}
+    path = write_tiny_checkpoint(
+        tmp_path / "q3big",
+        "qwen_vl",
+        llm="qwen3",
+        force_seg=True,
+        sam2_image_size=256,
+        text_config=text,
+        vision_config=vision,
+    )
+    config = json.loads((path / "config.json").read_text())
+    assert config["text_config"]["head_dim"] == 32 and config["text_config"]["hidden_size"] == 96
+    assert config["vision_config"]["deepstack_visual_indexes"] == [0, 1, 2]
+    model = Sa2VA.from_pretrained(str(path), device="cpu", dtype="float32")
+    assert model.mllm.variant == "qwen3_vl" and model.mllm.hidden_size == 96
+    image = np.random.default_rng(2).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    result = model.segment(image, "Please segment the cat.")
+    assert result.text == "[SEG]" and len(result.masks) == 1 and result.masks[0].shape == (64, 80)
+    with pytest.raises(ValueError, match="qwen_vl"):
+        write_tiny_checkpoint(tmp_path / "bad", "internvl", text_config={"hidden_size": 32})

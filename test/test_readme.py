@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

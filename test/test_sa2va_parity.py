@@ -14,7 +14,7 @@ from PIL import Image
 
 from sa2va_ros.model import Sa2VA
 
-FORMATS = ("sa2va-tiny-internvl", "sa2va-tiny-qwen25vl", "sa2va-tiny-internlm2")
+FORMATS = ("sa2va-tiny-internvl", "sa2va-tiny-qwen25vl", "sa2va-tiny-qwen3vl", "sa2va-tiny-internlm2")
 END_TOKEN = "<|im_end|>"
 
 
@@ -53,7 +53,7 @@ def _case_ids() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("fixture_name", "case_id"), _case_ids())
-def test_case_matches_official(fixtures_dir, fixture_name, case_id):
+def test_case_matches_official(fixtures_dir, fixture_name, case_id, record_property):
     ref = fixtures_dir / fixture_name / "reference"
     case = next(c for c in _cases(fixtures_dir, fixture_name) if c["id"] == case_id)
     expected = case["expected"]
@@ -85,4 +85,5 @@ def test_case_matches_official(fixtures_dir, fixture_name, case_id):
         want = arrays[f"masks_seg{k}"]
         assert masks_per_seg[k].shape == want.shape
         ious = [iou(masks_per_seg[k][f], want[f]) for f in range(want.shape[0])]
+        record_property(f"min_iou_seg{k}", min(ious))  # in --junitxml reports
         assert min(ious) >= 0.99, f"[SEG] {k}: per-frame IoU {ious}"

@@ -19,17 +19,10 @@ from PIL import Image
 
 from sa2va_ros.model.checkpoint import SAM2_PREFIX, load_state_dict
 from sa2va_ros.model.errors import CheckpointError
-from sa2va_ros.model.sam2_prompt import (
-    SA2VA_MEAN,
-    Sa2VASam2,
-    build_sam2,
-    load_sam2_weights,
-    run_sam_heads,
-    sam2_model_config,
-    sam2_official_state_dict,
-    tiny_sam2_config,
-)
+from sa2va_ros.model.sam2_config import build_sam2, sam2_model_config
+from sa2va_ros.model.sam2_prompt import SA2VA_MEAN, Sa2VASam2, load_sam2_weights, run_sam_heads
 from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig
+from sa2va_ros.testing.sam2_writer import sam2_official_state_dict, tiny_sam2_config
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 NAMES = ("sa2va-tiny-internvl", "sa2va-tiny-qwen25vl")

@@ -20,7 +20,9 @@ from sam2.modeling.sam.transformer import RoPEAttention
 from sa2va_ros.model import memory_attention
 from sa2va_ros.model.memory_attention import FactoredMemoryAttention, use_factored_memory_attention
 from sa2va_ros.model.position_encoding import SharedPositionEmbeddingSine, use_shared_position_encodings
-from sa2va_ros.model.sam2_prompt import Sa2VASam2, build_sam2, tiny_sam2_config
+from sa2va_ros.model.sam2_config import build_sam2
+from sa2va_ros.model.sam2_prompt import Sa2VASam2
+from sa2va_ros.testing.sam2_writer import tiny_sam2_config
 
 SIDE = 8  # feature map side: 64 query tokens
 

@@ -27,10 +27,11 @@ from sa2va_ros.model.internvl import (
     VISION_PREFIX,
     InternVLChat,
     vision_to_native,
-    vision_to_official,
 )
 from sa2va_ros.model.seg_projection import load_seg_projection
-from sa2va_ros.model.tiny_checkpoint import write_hub_cache, write_tiny_checkpoint, write_tiny_tokenizer
+from sa2va_ros.testing.internvl_writer import vision_to_official
+from sa2va_ros.testing.tiny_checkpoint import write_hub_cache, write_tiny_checkpoint
+from sa2va_ros.testing.tokenizer_writer import write_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "sa2va-tiny-internvl"
@@ -87,7 +88,10 @@ def test_tokenizer_fast_and_slow_agree_and_know_sa2va_tokens(tmp_path: Path) -> 
     write_tiny_tokenizer(tmp_path, "internvl")
     fast = AutoTokenizer.from_pretrained(str(tmp_path))
     slow = AutoTokenizer.from_pretrained(str(tmp_path), use_fast=False)
-    assert type(fast).__name__ == "Qwen2TokenizerFast" and type(slow).__name__ == "Qwen2Tokenizer"
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:  # 5.x has one (tokenizers-backed) class
+        assert type(fast).__name__ == "Qwen2TokenizerFast" and type(slow).__name__ == "Qwen2Tokenizer"
     text = prompts.TEMPLATES["qwen_chat"].user_turn(
         prompts.internvl_image_tokens(1, 3) + "\nPlease segment the red mug. <p> mug </p> [SEG]"
     )

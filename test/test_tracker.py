@@ -16,8 +16,11 @@ import torch
 from safetensors.torch import save_file
 
 from sa2va_ros.model.errors import CheckpointError, InputError
-from sa2va_ros.model.sam2_prompt import Sa2VASam2, build_sam2, tiny_sam2_config
-from sa2va_ros.model.tracker import MemoryBank, StreamingTracker, TrackerConfig, mask_box
+from sa2va_ros.model.images import mask_box
+from sa2va_ros.model.sam2_config import build_sam2
+from sa2va_ros.model.sam2_prompt import Sa2VASam2
+from sa2va_ros.model.tracker import MemoryBank, StreamingTracker, TrackerConfig
+from sa2va_ros.testing.sam2_writer import tiny_sam2_config
 
 SIZE = 64  # SAM-2 input size of the tiny model
 

@@ -5,7 +5,9 @@ official Sa2VA code uses, so the numerics are the same) and adds what Sa2VA need
 
 * the last-layer hidden state of every step, taken with a forward hook on the final
   norm instead of ``output_hidden_states=True``, which would keep every layer's states
-  for the whole prompt (hundreds of MB for a tiled image on a real model);
+  for the whole prompt (hundreds of MB for a tiled image on a real model). The [SEG]
+  states come from the norm's output or, where the official code takes them from
+  before the norm (Qwen3-VL), from its input;
 * stop words checked on a short tail of the answer each step: the official criterion
   decodes the whole answer every step (quadratic in its length);
 * a text callback fed with incremental text, which can cancel the generation.
@@ -35,7 +37,8 @@ class GreedyOutput:
     token_ids: list[int]
     #: (T, H) post-final-norm hidden state of the position that predicted token t.
     step_hidden: torch.Tensor
-    #: (n_seg, H) hidden states at the positions whose *input* token is [SEG].
+    #: (n_seg, H) hidden states at the positions whose *input* token is [SEG] (post- or
+    #: pre-final-norm, see ``greedy_generate``'s ``seg_before_norm``).
     seg_hidden_states: torch.Tensor
     #: True when generation ended on a stop token or stop word (not on max_new_tokens / cancel).
     stopped: bool
@@ -113,14 +116,18 @@ class _StopAndStream(StoppingCriteria):
 
 
 class _LastPositionRecorder:
-    """Forward hook keeping the last position of the final norm's output at every step."""
+    """Forward hook keeping the last position of the final norm's output at every step
+    (and, with ``inputs=True``, of its input: the last decoder layer's raw output)."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: bool = False) -> None:
         self.rows: list[torch.Tensor] = []
+        self.input_rows: list[torch.Tensor] | None = [] if inputs else None
 
     def __call__(self, module: nn.Module, args, output) -> None:
         hidden = output[0] if isinstance(output, tuple) else output
         self.rows.append(hidden[0, -1].detach())
+        if self.input_rows is not None:
+            self.input_rows.append(args[0][0, -1].detach().clone())
 
 
 def greedy_generate(
@@ -135,6 +142,7 @@ def greedy_generate(
     seg_token_id: int,
     max_new_tokens: int,
     on_text: TextCallback | None = None,
+    seg_before_norm: bool = False,
 ) -> GreedyOutput:
     """Run ``model.generate(**generate_kwargs)`` greedily and collect Sa2VA's extras.
 
@@ -142,7 +150,11 @@ def greedy_generate(
     (0 when generating from ``inputs_embeds``, where transformers returns new tokens only).
     ``final_norm`` is the language model's last norm: its output is the "last-layer hidden
     state" of the official code (transformers replaces the last entry of
-    ``hidden_states`` with the normed output).
+    ``hidden_states`` with the normed output). ``seg_before_norm`` takes the [SEG] states
+    from the norm's input instead: the official Qwen3-VL code reads
+    ``generate(...).hidden_states[step][-1]``, which ``Qwen3VLForConditionalGeneration``
+    (transformers 4.57, the official pin) leaves un-normed. Recording it ourselves keeps
+    that choice independent of what a transformers release puts in ``hidden_states``.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
@@ -159,7 +171,7 @@ def greedy_generate(
         else getattr(getattr(model, "generation_config", None), "bos_token_id", None),
     )
     criteria = _StopAndStream(tokenizer, prompt_length, stop_words, stop_token_ids, on_text)
-    recorder = _LastPositionRecorder()
+    recorder = _LastPositionRecorder(inputs=seg_before_norm)
     handle = final_norm.register_forward_hook(recorder)
     try:
         with torch.inference_mode():
@@ -180,7 +192,8 @@ def greedy_generate(
     step_hidden = torch.stack(recorder.rows) if recorder.rows else torch.zeros(0)
     # Row t (t >= 1) is the pass whose input token is token_ids[t - 1].
     seg_rows = [t for t in range(1, len(token_ids)) if token_ids[t - 1] == seg_token_id]
-    seg_hidden = step_hidden[seg_rows] if seg_rows else step_hidden.new_zeros((0, step_hidden.shape[-1]))
+    seg_source = torch.stack(recorder.input_rows) if seg_before_norm and recorder.rows else step_hidden
+    seg_hidden = seg_source[seg_rows] if seg_rows else step_hidden.new_zeros((0, step_hidden.shape[-1]))
     stopped = bool(token_ids) and (token_ids[-1] in set(stop_token_ids) or criteria.stopped_on_word)
     return GreedyOutput(
         token_ids=token_ids,

@@ -56,3 +56,15 @@ def as_bool_mask(mask: object, shape: tuple[int, int], name: str = "mask") -> np
     if not mask.any():
         raise InputError(f"{name} is empty (no pixel set): nothing to describe.")
     return mask
+
+
+def mask_box(mask: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    """Tight (x0, y0, x1, y1) of the set pixels of a bool mask, x1/y1 exclusive; None when the
+    mask is empty or absent (the tracker's object boxes and the node's ROI fields both use it)."""
+    if mask is None:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1

@@ -295,6 +295,11 @@ class InternLM2Tokenizer:
             re.compile("(" + "|".join(re.escape(t) for t in alternatives) + ")") if alternatives else None
         )
 
+    @property
+    def vocab_size(self) -> int:
+        """Pieces of the SentencePiece model, added tokens excluded (transformers' meaning)."""
+        return self.sp_size
+
     # -- ids of the named tokens (the official class takes bos/eos from the SentencePiece model)
 
     @property

@@ -34,8 +34,10 @@ from torch import nn
 from . import internlm2, prompts
 from . import internvl_preprocess as pre
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_state_dict, take_prefix
+from .devices import resolve_dtype
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
+from .hf_compat import require_base_vocabulary
 from .images import as_bool_mask, as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 
@@ -141,33 +143,6 @@ def vision_to_native(official: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return native
 
 
-def vision_to_official(native: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The exact inverse of :func:`vision_to_native` (used by the tiny-checkpoint writer)."""
-    official: dict[str, torch.Tensor] = {}
-    pending: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
-    for name, tensor in native.items():
-        for fused, parts in VISION_FUSED:
-            hit = next(((k, m) for k, p in enumerate(parts) if (m := _template_regex(p).match(name))), None)
-            if hit:
-                k, match = hit
-                pending.setdefault((fused, _fill(fused, match)), {})[k] = tensor
-                break
-        else:
-            for src, dst in VISION_RENAMES:
-                match = _template_regex(dst).match(name)
-                if match:
-                    official[_fill(src, match)] = tensor
-                    break
-            else:
-                official[name] = tensor
-    for (fused, name), chunks in pending.items():
-        parts = dict(VISION_FUSED)[fused]
-        if len(chunks) != len(parts):
-            raise ValueError(f"{name}: only {len(chunks)} of the {len(parts)} fused parts are present.")
-        official[name] = torch.cat([chunks[k] for k in range(len(parts))], dim=0)
-    return official
-
-
 def vision_official_name(native_name: str) -> str:
     """The official name of one native vision tensor (for error messages)."""
     for fused, parts in VISION_FUSED:
@@ -245,21 +220,6 @@ def pixel_shuffle(x: torch.Tensor, scale: float, ps_version: str) -> torch.Tenso
     return x if ps_version == "v1" else x.permute(0, 2, 1, 3).contiguous()
 
 
-def resolve_dtype(dtype: str | torch.dtype, config: dict, device: torch.device) -> torch.dtype:
-    """``"auto"`` means the checkpoint's dtype on a GPU and float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        stored = config.get("torch_dtype") or config.get("dtype") or "bfloat16"
-        return names.get(stored, torch.bfloat16)
-    if dtype not in names:
-        raise InputError(f"dtype '{dtype}' is not supported; use one of {', '.join(names)} or 'auto'.")
-    return names[dtype]
-
-
 def _load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str, to_official=None) -> None:
     """Copy ``tensors`` into ``module`` or raise CheckpointError naming what does not fit."""
     expected = set(module.state_dict().keys())
@@ -298,6 +258,7 @@ def load_tokenizer(path: Path, llm_config: dict | None = None):
             f"{path}: the tokenizer cannot be loaded ({type(exc).__name__}: {exc}). The checkpoint needs its "
             "tokenizer files (tokenizer.json or vocab.json + merges.txt, tokenizer_config.json)."
         ) from exc
+    require_base_vocabulary(tokenizer, path)
     vocab = tokenizer.get_vocab()
     missing = [t for t in prompts.INTERNVL_REQUIRED_TOKENS if t not in vocab]
     if missing:
@@ -339,13 +300,13 @@ class InternVLChat:
 
         ``state`` may hold the whole checkpoint (SAM-2 and text_hidden_fcs are ignored
         here); it is read from ``info.path`` when not given. ``attn_implementation`` is
-        "eager", "sdpa" or "flash_attention_2"; None lets transformers choose (sdpa).
+        "eager", "sdpa" or "flash_attention_2"; None means "sdpa".
         """
         if info.format != "internvl":
             raise UnsupportedModelError(f"{info.path} is a '{info.format}' checkpoint, not InternVL-format.")
         config = info.config
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype, config, self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.template = prompts.get_template(config.get("template", "qwen_chat"))
         vcfg_official = config.get("vision_config") or {}
         llm_cfg_dict = dict(config.get("llm_config") or {})
@@ -361,11 +322,9 @@ class InternVLChat:
         if state is None:
             state = load_state_dict(info.path)
 
-        try:
-            from transformers.modeling_utils import no_init_weights
-        except ImportError:  # transformers 5 moved it
-            from transformers.initialization import no_init_weights
         from transformers.models.internvl import InternVLVisionModel
+
+        from .hf_compat import no_init_weights
 
         llm_state = take_prefix(state, LLM_PREFIX)
         is_internlm2 = internlm2.is_internlm2(llm_cfg_dict)
@@ -378,7 +337,8 @@ class InternVLChat:
         )
         vcfg = vision_config(vcfg_official)
         llm_cfg = internlm2.llama_config(llm_cfg_dict) if is_internlm2 else config_cls(**llm_cfg_dict)
-        attn = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        # Named explicitly (sdpa unless asked): the default choice is transformers' and may change.
+        attn = {"attn_implementation": attn_implementation or "sdpa"}
         try:
             # Allocate without random init: every parameter is overwritten by the checkpoint.
             with torch.device(self.device), no_init_weights():

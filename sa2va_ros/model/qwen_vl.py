@@ -12,12 +12,15 @@ What the official ``predict_forward`` does, and this adapter reproduces:
 * Each image is resized twice: once by ``qwen_vl_utils.process_vision_info`` (multiples of 28
   between 4 and 16384 merged patches) and again by the image processor with
   ``min_pixels=512*28*28`` / ``max_pixels=2048*28*28``. Both resizes are PIL bicubic.
-* Greedy decoding; the [SEG] hidden states are the last-layer (post final norm) states at the
-  positions whose *input* token is [SEG].
+* Greedy decoding; the [SEG] hidden states are the last-layer states at the positions whose
+  *input* token is [SEG]: after the final norm for Qwen2.5-VL, BEFORE it for Qwen3-VL (the
+  official code reads ``hidden_states[-1]`` of ``generate``, which transformers' Qwen3-VL
+  leaves un-normed; see :data:`SEG_BEFORE_FINAL_NORM`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -38,6 +41,7 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
+from .hf_compat import qwen2_vl_pil_image_processor, require_base_vocabulary
 from .images import as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 from .prompts import SA2VA_ADDED_TOKENS, ensure_image_placeholder, strip_image_placeholder
@@ -97,6 +101,10 @@ SA2VA_ONLY_FIELDS = (
     "transformers_version",
     "_name_or_path",
 )
+
+#: Variants whose official [SEG] state is the last decoder layer's output before the final
+#: RMSNorm (``generate(...).hidden_states[step][-1]`` of Qwen3VLForConditionalGeneration).
+SEG_BEFORE_FINAL_NORM: frozenset[str] = frozenset({"qwen3_vl"})
 
 EMBED_KEY = "model.language_model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
@@ -159,19 +167,6 @@ def to_native_names(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
         else:
             unknown.append(key)
     return renamed, unknown
-
-
-def to_official_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`to_native_names` for the current layout (used to write checkpoints)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for official, native in KEY_PREFIXES:
-            if key.startswith(native):
-                out[official + key[len(native) :]] = value
-                break
-        else:
-            raise KeyError(f"no official name for native weight {key}")
-    return out
 
 
 def build_model(
@@ -362,6 +357,8 @@ class QwenVLChat:
             eos = getattr(c, "eos_token_id", None)
             stops.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         self.stop_token_ids: frozenset[int] = frozenset(stops)
+        rope_index = inspect.signature(model.model.get_rope_index).parameters
+        self._rope_needs_token_types = "mm_token_type_ids" in rope_index
 
     # ---- loading
 
@@ -377,7 +374,7 @@ class QwenVLChat:
     ) -> QwenVLChat:
         """Load from a checkpoint directory. ``state`` is the checkpoint's full state dict when the
         caller has already read it (SAM-2 and text_hidden_fcs entries are ignored here)."""
-        from transformers import AutoTokenizer, Qwen2VLImageProcessor
+        from transformers import AutoTokenizer
 
         if info.format != "qwen_vl":
             raise CheckpointError(f"{info.path} is a '{info.format}' checkpoint, not a Qwen-VL one.")
@@ -386,14 +383,16 @@ class QwenVLChat:
             tokenizer = AutoTokenizer.from_pretrained(str(info.path))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"Cannot load the tokenizer from {info.path}: {exc}") from exc
+        require_base_vocabulary(tokenizer, info.path)
         check_special_tokens(tokenizer, info.path)
         if not (info.path / "preprocessor_config.json").exists():
             raise CheckpointError(
                 f"{info.path} has no preprocessor_config.json (the Qwen-VL image processor settings); "
                 "download the model again."
             )
-        # The slow (PIL) processor: the fast one needs torchvision. Whatever class the file names.
-        image_processor = Qwen2VLImageProcessor.from_pretrained(str(info.path))
+        # The PIL processor, whatever class the file names and whether torchvision is installed:
+        # the torchvision one resizes differently (see hf_compat).
+        image_processor = qwen2_vl_pil_image_processor().from_pretrained(str(info.path))
         template = load_chat_template(info.path, tokenizer)
         if state is None:
             state = load_state_dict(info.path)
@@ -427,8 +426,8 @@ class QwenVLChat:
         if arrays:
             out = self.image_processor(
                 images=[pre_resize(a) for a in arrays],
-                min_pixels=SA2VA_MIN_PIXELS,
-                max_pixels=SA2VA_MAX_PIXELS,
+                # As a size (both releases read it): transformers 5 deprecates min/max_pixels.
+                size={"shortest_edge": SA2VA_MIN_PIXELS, "longest_edge": SA2VA_MAX_PIXELS},
                 return_tensors="pt",
             )
             pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
@@ -441,14 +440,35 @@ class QwenVLChat:
         return QwenVLInputs(prompt, input_ids, pixel_values, grid)
 
     @torch.inference_mode()
-    def image_embeddings(self, inputs: QwenVLInputs) -> torch.Tensor:
-        """(n_tokens, hidden) vision-tower output after the patch merger, all images."""
-        feats = self.model.model.get_image_features(
+    def _vision(self, inputs: QwenVLInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(merged image tokens of all images, DeepStack features per layer (Qwen3-VL only)).
+
+        transformers 4.57 returns tuples from ``get_image_features`` (Qwen3-VL: per-image
+        embeddings and concatenated DeepStack features); 5.x returns a model output with
+        ``pooler_output`` and per-image ``deepstack_features``. Both become whole tensors here.
+        """
+        out = self.model.model.get_image_features(
             inputs.pixel_values.to(self.device, self.dtype), inputs.image_grid_thw.to(self.device)
         )
-        if self.variant == "qwen3_vl":
-            feats = feats[0]  # (per-image embeddings, deepstack features)
-        return torch.cat(list(feats), dim=0)
+        if hasattr(out, "pooler_output"):  # transformers >= 5
+            per_image, deepstack = out.pooler_output, getattr(out, "deepstack_features", None) or []
+        elif self.variant == "qwen3_vl":
+            per_image, deepstack = out
+        else:
+            per_image, deepstack = out, []
+        whole = [d if isinstance(d, torch.Tensor) else torch.cat(list(d), dim=0) for d in deepstack]
+        return torch.cat(list(per_image), dim=0), whole
+
+    def image_embeddings(self, inputs: QwenVLInputs) -> torch.Tensor:
+        """(n_tokens, hidden) vision-tower output after the patch merger, all images."""
+        return self._vision(inputs)[0]
+
+    def deepstack_embeddings(self, inputs: QwenVLInputs) -> list[torch.Tensor]:
+        """Qwen3-VL only: one (n_tokens, hidden) DeepStack merger output per
+        ``deepstack_visual_indexes`` layer, added to the LLM states after its first layers."""
+        if self.variant != "qwen3_vl":
+            raise InputError("DeepStack features exist only in Qwen3-VL checkpoints.")
+        return self._vision(inputs)[1]
 
     # ---- generation
 
@@ -468,6 +488,7 @@ class QwenVLChat:
         if inputs.pixel_values is not None:
             kwargs["pixel_values"] = inputs.pixel_values.to(dev, self.dtype)
             kwargs["image_grid_thw"] = inputs.image_grid_thw.to(dev)
+            kwargs.update(self._mrope_kwargs(kwargs["input_ids"]))
         out = greedy_generate(
             self.model,
             self.model.model.language_model.norm,
@@ -479,6 +500,7 @@ class QwenVLChat:
             seg_token_id=self.seg_token_id,
             max_new_tokens=max_new_tokens,
             on_text=on_text,
+            seg_before_norm=self.variant in SEG_BEFORE_FINAL_NORM,
         )
         ended = bool(out.token_ids) and out.token_ids[-1] in self.stop_token_ids
         return Generation(
@@ -489,6 +511,18 @@ class QwenVLChat:
             cancelled=out.cancelled,
             extras={"step_hidden": out.step_hidden},
         )
+
+    def _mrope_kwargs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the installed transformers needs to give image tokens their 3-D (M-RoPE) positions.
+
+        transformers 5 finds the image tokens through ``mm_token_type_ids`` (0 text, 1 image,
+        2 video; its processor returns them) and, when they are missing, silently gives every
+        token 1-D positions (Qwen2.5-VL) - different answers. 4.57 finds them from the ids and
+        takes no such argument. We never use video tokens (keyframes go in as images).
+        """
+        if not self._rope_needs_token_types:
+            return {}
+        return {"mm_token_type_ids": (input_ids == self.model.config.image_token_id).to(torch.int32)}
 
     def _final_text(self, tokens: list[int], ended: bool) -> str:
         # Official: batch_decode(..., skip_special_tokens=False)[0].strip(), end token included;
@@ -523,190 +557,3 @@ class QwenVLChat:
             raise InputError("video=True needs at least one keyframe in `images`.")
         inputs = self.prepare(text, images, history)
         return self.decode_greedy(inputs, max_new_tokens=max_new_tokens, on_text=on_text)
-
-
-# --------------------------------------------------------------------------- tiny checkpoints
-
-#: Tiny shapes per variant: small enough for a CPU test, with every structural feature of the
-#: real models (windowed + full attention blocks in Qwen2.5-VL's ViT; deepstack features and
-#: learned position embeddings in Qwen3-VL's; M-RoPE in both LLMs).
-_TINY_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": False,
-}
-_TINY_VISION = {
-    "qwen2_5_vl": {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [1],
-        "tokens_per_second": 2,
-        "hidden_act": "silu",
-    },
-    "qwen3_vl": {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "num_position_embeddings": 256,
-        "deepstack_visual_indexes": [0, 1],
-        "hidden_act": "gelu_pytorch_tanh",
-    },
-}
-#: Image processor settings of the real checkpoints (CLIP statistics for Qwen2.5-VL, 0.5 for
-#: Qwen3-VL, whose patches are 16 pixels).
-_TINY_IMAGE_PROCESSOR = {
-    "qwen2_5_vl": {
-        "patch_size": 14,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "min_pixels": 56 * 56,
-        "max_pixels": 28 * 28 * 1280,
-    },
-    "qwen3_vl": {
-        "patch_size": 16,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "min_pixels": 65536,
-        "max_pixels": 16777216,
-    },
-}
-
-#: Chat templates in the layout of the real ones (written here, not copied): Qwen2.5-VL adds
-#: a default system turn, Qwen3-VL does not.
-_NL = "{{- '\\n' -}}"
-_TEMPLATE_BODY = (
-    "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}SYSTEM{%- endif -%}"
-    "<|im_start|>{{- message['role'] -}}" + _NL + "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
-    "{%- elif part['type'] == 'video' -%}<|vision_start|><|video_pad|><|vision_end|>"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "<|im_end|>" + _NL + "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant" + _NL + "{%- endif -%}"
-)
-_TINY_CHAT_TEMPLATE = {
-    "qwen2_5_vl": _TEMPLATE_BODY.replace(
-        "SYSTEM", "<|im_start|>system" + _NL + "You are a helpful assistant.<|im_end|>" + _NL
-    ),
-    "qwen3_vl": _TEMPLATE_BODY.replace("SYSTEM", ""),
-}
-
-
-def _tiny_native_config(variant: QwenVariant, tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
-
-    ids = check_special_tokens(tokenizer, "the tiny tokenizer")
-    text = dict(
-        _TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids[END_OF_TEXT], eos_token_id=ids[IM_END]
-    )
-    if variant == "qwen3_vl":
-        text.update(
-            head_dim=16,
-            rope_theta=5000000.0,
-            rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
-        )
-        cls = Qwen3VLConfig
-    else:
-        text.update(rope_theta=1000000.0, rope_scaling={"type": "default", "mrope_section": [2, 3, 3]})
-        cls = Qwen2_5_VLConfig
-    vocab = tokenizer.get_vocab()
-    return cls(
-        text_config=text,
-        vision_config=dict(_TINY_VISION[variant]),
-        image_token_id=ids[IMAGE_PAD],
-        video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids[END_OF_TEXT],
-        eos_token_id=ids[IM_END],
-        tie_word_embeddings=False,
-    )
-
-
-def _random_weights(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Seeded weights for every tensor of ``model`` (built on the meta device), independent of
-    transformers' initialisers so they are stable across versions: norms ones, the rest
-    N(0, 0.02). The Qwen-VL models have floating-point weights only."""
-    state = {}
-    for name, value in sorted(model.state_dict().items()):
-        if "norm" in name or "ln_q" in name:
-            state[name] = torch.ones(value.shape)
-        else:
-            state[name] = torch.randn(value.shape, generator=generator) * 0.02
-    return state
-
-
-def tiny_qwen_vl_parts(
-    tokenizer_dir: Path, seed: int, force_seg: bool, variant: QwenVariant = "qwen2_5_vl"
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A tiny random Sa2VA Qwen-VL model: (config.json dict, MLLM + text_hidden_fcs weights).
-
-    Both use the official layout and names (``Sa2VAChatModelQwen``; ``model.model.*``,
-    ``model.lm_head``, ``text_hidden_fcs.*``), so the real loader reads them. The tokenizer in
-    ``tokenizer_dir`` (with Sa2VA's tokens) sets the vocabulary; the image processor settings
-    and the chat template are written there. ``force_seg`` plants weights that answer
-    ``[SEG]`` and stop, for any prompt.
-    """
-    from transformers import (
-        AutoTokenizer,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen3VLForConditionalGeneration,
-    )
-
-    # Shared with the InternVL writer; imported here because tiny_checkpoint imports this module.
-    from .tiny_checkpoint import plant_seg_answer, seg_projection_state
-
-    if variant not in _TINY_VISION:
-        raise ValueError(f"variant must be one of {sorted(_TINY_VISION)}, got {variant!r}")
-    tokenizer_dir = Path(tokenizer_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    native = _tiny_native_config(variant, tokenizer)
-    cls = Qwen3VLForConditionalGeneration if variant == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
-    generator = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):  # shapes only: the values are drawn below
-        skeleton = cls(native)
-    weights = _random_weights(skeleton, generator)
-    if force_seg:
-        ids = check_special_tokens(tokenizer, tokenizer_dir)
-        plant_seg_answer(weights[EMBED_KEY], weights[LM_HEAD_KEY], ids[SEG_TOKEN], ids[IM_END])
-    state = to_official_names(weights)
-    state.update(seg_projection_state(native.get_text_config(decoder=True).hidden_size, generator))
-
-    config = native.to_diff_dict()
-    config.update(
-        architectures=["Sa2VAChatModelQwen"],
-        auto_map={
-            "AutoConfig": "configuration_sa2va_chat.Sa2VAChatConfigQwen",
-            "AutoModel": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
-            "AutoModelForCausalLM": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
-        },
-        model_type="sa2va_chat",
-        template="qwen_chat",
-    )
-    processor = _TINY_IMAGE_PROCESSOR[variant]
-    Qwen2VLImageProcessor(**processor, merge_size=2, temporal_patch_size=2).save_pretrained(
-        str(tokenizer_dir)
-    )
-    (tokenizer_dir / "chat_template.jinja").write_text(_TINY_CHAT_TEMPLATE[variant])
-    return config, state

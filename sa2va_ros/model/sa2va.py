@@ -27,6 +27,7 @@ from .checkpoint import (
     resolve_checkpoint,
     take_prefix,
 )
+from .devices import resolve_device, resolve_dtype
 from .errors import InputError
 from .images import as_bool_mask, as_rgb_uint8
 from .mllm import DEFAULT_MAX_NEW_TOKENS, MLLM, TextCallback, Turn
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 #: Official video algorithm: the first frames go to the MLLM as keyframes (and are SAM-2
 #: conditioning frames); the rest are tracked.
 NUM_VIDEO_KEYFRAMES = 5
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -86,25 +85,6 @@ class VideoResult:
     text: str
     token_ids: list[int]
     masks: list[list[np.ndarray]]  # [object][frame] (H, W) bool
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{device}' was asked for but CUDA is not available; use device 'cpu'.")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise InputError(f"dtype '{dtype}' is not one of {sorted(_DTYPES)} or 'auto'.")
-    return _DTYPES[dtype]
 
 
 def _load_mllm(

@@ -11,8 +11,9 @@ stay Meta's; two SAM-2 modules get exact rewrites that do less work for the same
 memory attention (:mod:`.memory_attention`) and the sine position encodings
 (:mod:`.position_encoding`).
 
-Also here: the exact inverse of loading (:func:`sam2_official_state_dict`) and a tiny config
-(:func:`tiny_sam2_config`) so tests can write small checkpoints in the official layout.
+Also here, for now: reading Sa2VA's SAM-2 weights (:func:`load_sam2_weights`, Meta's original
+mask decoder for Sa2VA-i). Which SAM-2 to build is :mod:`.sam2_config`'s job; writing small
+SAM-2 checkpoints for tests is :mod:`sa2va_ros.testing.sam2_writer`'s.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,31 +35,12 @@ from .errors import CheckpointError, InputError
 from .images import as_rgb_uint8
 from .memory_attention import use_factored_memory_attention
 from .position_encoding import use_shared_position_encodings
-
-#: Meta's packaged config of SAM-2 v2.0 Hiera-L, the SAM-2 of every official Sa2VA checkpoint.
-SAM2_BASE_CONFIG = "configs/sam2/sam2_hiera_l.yaml"
-
-#: Flags Sa2VA's own SAM-2 (projects/sa2va/hf/models/sam2.py, ``SAM2.__init__``) sets that
-#: Meta's yaml leaves at the ``SAM2Base`` default. Every other SAM2Base flag Sa2VA passes has
-#: the yaml's value. (Predictor-only flags -- fill_hole_area=0, non_overlap_masks=False,
-#: binarize_mask_from_pts_for_mem_enc=False -- are the package defaults; the tracker honours
-#: them.) Sa2VA's RoPE ``feat_sizes`` [32, 32] differ from the yaml's [64, 64], but RoPE
-#: recomputes its table for the real map size, so we always set image_size / 16 instead.
-SA2VA_FLAG_OVERRIDES: dict[str, Any] = {
-    "sam_mask_decoder_extra_args": {
-        "dynamic_multimask_via_stability": True,
-        "dynamic_multimask_stability_delta": 0.05,
-        "dynamic_multimask_stability_thresh": 0.98,
-    },
-}
+from .sam2_config import build_sam2
 
 #: Official checkpoint name -> Meta ``sam2`` name, applied after removing SAM2_PREFIX.
 #: Sa2VA's copy of CXBlock calls its layer-scale parameter ``g_weight``; Meta's calls it ``gamma``.
 OFFICIAL_TO_META_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^(memory_encoder\.fuser\.layers\.\d+)\.g_weight$", r"\1.gamma"),
-)
-META_TO_OFFICIAL_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"^(memory_encoder\.fuser\.layers\.\d+)\.gamma$", r"\1.g_weight"),
 )
 
 #: Sa2VA normalises the SAM-2 input with ImageNet mean/std materialised as bfloat16 tensors
@@ -73,182 +53,6 @@ SA2VA_STD = tuple(torch.tensor(IMAGENET_STD, dtype=torch.bfloat16).float().tolis
 #: Sa2VA stores every memory feature it writes to SAM-2's memory bank as bfloat16 (hard-coded
 #: ``.to(torch.bfloat16)`` in its video predictor), even on CPU in float32.
 MEMORY_STORAGE_DTYPE = torch.bfloat16
-
-#: Paths (under ``model``) that are derived from others and never compared or overridden.
-_DERIVED_PATHS = (
-    "memory_attention.layer.self_attention.feat_sizes",
-    "memory_attention.layer.cross_attention.feat_sizes",
-)
-
-
-# ----------------------------------------------------------------------------- config
-
-
-_MISSING = object()
-
-
-def _sam2_package_config() -> dict:
-    """Meta's Hiera-L v2.0 yaml plus Sa2VA's flags, as a plain dict (no hydra global state)."""
-    from omegaconf import OmegaConf
-
-    text = resources.files("sam2").joinpath(SAM2_BASE_CONFIG).read_text()
-    model = OmegaConf.to_container(OmegaConf.create(text).model, resolve=True)
-    model.update(copy.deepcopy(SA2VA_FLAG_OVERRIDES))
-    return model
-
-
-def _get(tree: dict, path: str) -> Any:
-    node: Any = tree
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return _MISSING
-        node = node[key]
-    return node
-
-
-def _set(tree: dict, path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    for key in parents:
-        tree = tree[key]
-    tree[last] = copy.deepcopy(value)
-
-
-def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, node
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
-    return a == b
-
-
-def _with_derived_fields(model: dict) -> dict:
-    feat = int(model["image_size"]) // int(model.get("backbone_stride", 16))
-    for path in _DERIVED_PATHS:
-        _set(model, path, [feat, feat])
-    return model
-
-
-def sam2_model_config(sam2_config: dict | None = None) -> Any:
-    """The OmegaConf ``model`` node to instantiate for a checkpoint.
-
-    ``None`` means SAM-2 v2.0 Hiera-L with Sa2VA's flags (official checkpoints store no SAM-2
-    config). A ``sam2_config.json`` dict (tiny test checkpoints) names the fields it changed in
-    ``changed_from_sa2va_hiera_l``; those are taken from its ``model`` section. Any other field
-    it states with a different value is refused, so a config can never be half-applied.
-    """
-    from omegaconf import OmegaConf
-
-    model = _sam2_package_config()
-    if sam2_config is not None:
-        theirs = sam2_config.get("model") if isinstance(sam2_config, dict) else None
-        if not isinstance(theirs, dict):
-            raise CheckpointError("sam2_config.json has no 'model' section: the file is not a SAM-2 config.")
-        changed = list(sam2_config.get("changed_from_sa2va_hiera_l", []))
-        for path in changed:
-            value = _get(theirs, path)
-            if value is _MISSING:
-                raise CheckpointError(f"sam2_config.json lists '{path}' as changed but has no model.{path}.")
-            if _get(model, path) is _MISSING:
-                raise CheckpointError(
-                    f"sam2_config.json changes '{path}', which SAM-2 v2.0 Hiera-L does not have; "
-                    "field names must follow Meta's sam2_hiera_l.yaml."
-                )
-            _set(model, path, value)
-        conflicts = []
-        for path, value in _leaves(theirs):
-            if path in changed or path in _DERIVED_PATHS or path.split(".")[-1].startswith("_"):
-                continue
-            ours = _get(model, path)
-            if ours is not _MISSING and not _same(ours, value):  # _MISSING: descriptive field
-                conflicts.append(f"{path}: {value!r} (Hiera-L: {ours!r})")
-        if conflicts:
-            raise CheckpointError(
-                "sam2_config.json sets fields that differ from Sa2VA's SAM-2 without listing them in "
-                f"'changed_from_sa2va_hiera_l': {conflicts}. List them there or fix the values."
-            )
-    return OmegaConf.create(_with_derived_fields(model))
-
-
-def build_sam2(sam2_config: dict | None = None, *, seed: int | None = 0) -> torch.nn.Module:
-    """Instantiate a ``sam2.modeling.sam2_base.SAM2Base`` in eval mode, weights freshly initialised.
-
-    ``seed`` makes the initial weights reproducible (tiny test checkpoints); ``None`` uses the
-    global RNG. Load real weights with :func:`load_sam2_weights`.
-    """
-    from hydra.utils import instantiate
-
-    cfg = sam2_model_config(sam2_config)
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = instantiate(cfg, _recursive_=True)
-    return model.eval()
-
-
-def tiny_sam2_config(
-    *,
-    embed_dim: int = 8,
-    num_heads: int = 1,
-    stages: Sequence[int] = (1, 1, 2, 1),
-    global_att_blocks: Sequence[int] | None = None,
-    window_spec: Sequence[int] = (8, 4, 16, 8),
-    memory_attention_layers: int = 1,
-    dim_feedforward: int = 256,
-    image_size: int = 1024,
-) -> dict:
-    """A small SAM-2 config in the schema of the fixtures' ``sam2_config.json``.
-
-    Only the trunk, the memory-attention depth and (optionally) the input size shrink;
-    prompt/decoder widths and every flag stay Hiera-L's, so code paths are the real ones.
-    ``image_size`` must be a multiple of 32 (four Hiera stages over a stride-4 patch embed).
-    ``global_att_blocks`` defaults to the last block of stage 3 (Hiera-L's global blocks all sit
-    in stage 3; a stage's first block pools and cannot be global).
-    """
-    if global_att_blocks is None:
-        global_att_blocks = [sum(stages[:3]) - 1]
-    if image_size % 32:
-        raise InputError(f"image_size {image_size} must be a multiple of 32.")
-    changes: dict[str, Any] = {
-        "image_encoder.trunk.embed_dim": embed_dim,
-        "image_encoder.trunk.num_heads": num_heads,
-        "image_encoder.trunk.stages": list(stages),
-        "image_encoder.trunk.global_att_blocks": list(global_att_blocks),
-        "image_encoder.trunk.window_spec": list(window_spec),
-        "image_encoder.neck.backbone_channel_list": [embed_dim * 8, embed_dim * 4, embed_dim * 2, embed_dim],
-        "memory_attention.num_layers": memory_attention_layers,
-        "memory_attention.layer.dim_feedforward": dim_feedforward,
-    }
-    if image_size != 1024:
-        changes["image_size"] = image_size
-    model = _sam2_package_config()
-    for path, value in changes.items():
-        _set(model, path, value)
-    model = _with_derived_fields(model)
-    return {
-        "_comment": (
-            "Tiny SAM-2 written by sa2va_ros.model.sam2_prompt.tiny_sam2_config. Field names follow "
-            "Meta's sam2_hiera_l.yaml; values not listed as changed are Sa2VA's Hiera-L values."
-        ),
-        "changed_from_sa2va_hiera_l": list(changes),
-        "model": model,
-        "sa2va_wrapper": {
-            "img_mean": list(IMAGENET_MEAN),
-            "img_std": list(IMAGENET_STD),
-            "preprocess_image_note": "mean/std are used rounded to bfloat16",
-            "NO_OBJ_SCORE_masking": "disabled",
-            "maskmem_features_storage_dtype": "bfloat16",
-        },
-    }
 
 
 # ----------------------------------------------------------------------------- weights
@@ -295,14 +99,6 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
             "does not describe these weights."
         )
     module.load_state_dict(state, strict=True)
-
-
-def sam2_official_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The exact inverse of :func:`load_sam2_weights`: official key names, prefix included."""
-    return {
-        SAM2_PREFIX + _rename(k, META_TO_OFFICIAL_RENAMES): v.detach().clone()
-        for k, v in model.state_dict().items()
-    }
 
 
 def load_original_mask_decoder(path: str | Path, template: torch.nn.Module) -> torch.nn.Module:

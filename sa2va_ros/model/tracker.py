@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .images import as_rgb_uint8
+from .images import as_rgb_uint8, mask_box
 from .sam2_prompt import (
     MEMORY_STORAGE_DTYPE,
     FrameFeatures,
@@ -672,12 +672,3 @@ class StreamingTracker:
                 )
             )
         return results
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) of the set pixels, x1/y1 exclusive; None for an empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
+from sa2va_ros.model.images import mask_box
 from sa2va_ros.model.prompts import parse_grounded_caption
 from sa2va_ros.msg import ObjectArray
 from sa2va_ros.msg import TrackedObject as TrackedObjectMsg
@@ -33,17 +34,6 @@ def roi(box: Sequence[int] | None) -> RegionOfInterest:
         out.x_offset, out.y_offset = max(0, x0), max(0, y0)
         out.width, out.height = max(0, x1 - x0), max(0, y1 - y0)
     return out
-
-
-def mask_box(mask: np.ndarray | None) -> tuple[int, int, int, int] | None:
-    """Tight (x0, y0, x1, y1) of a bool mask, x1/y1 exclusive; None when empty."""
-    if mask is None:
-        return None
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def clean_text(raw: str) -> str:

@@ -30,16 +30,12 @@ from sa2va_ros.model.internvl import (
     VISION_PREFIX,
     Projector,
     vision_config,
-    vision_to_official,
 )
 from sa2va_ros.model.mllm import SEG_TOKEN
-from sa2va_ros.model.tiny_checkpoint import (
-    TRAINING_TEXT,
-    _random_state,
-    _sam2_part,
-    plant_seg_answer,
-    seg_projection_state,
-)
+from sa2va_ros.testing.internvl_writer import vision_to_official
+from sa2va_ros.testing.tiny_checkpoint import _sam2_part
+from sa2va_ros.testing.tokenizer_writer import TRAINING_TEXT
+from sa2va_ros.testing.weights import plant_seg_answer, random_state, seg_projection_state
 
 VisionStyle = Literal["6b", "300m"]
 ChatTokenNames = Literal["unused", "named"]
@@ -335,9 +331,9 @@ def internlm2_sa2va_state(
         vision = InternVLVisionModel(vcfg)
         llm = LlamaForCausalLM(llm_cfg)
         projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, config["downsample_ratio"])
-    vision_state = _random_state(vision, generator)
-    projector_state = _random_state(projector, generator)
-    llm_state = _random_state(llm, generator)
+    vision_state = random_state(vision, generator)
+    projector_state = random_state(projector, generator)
+    llm_state = random_state(llm, generator)
     if force_seg:
         vocab = tokenizer.get_vocab()
         plant_seg_answer(

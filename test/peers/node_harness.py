@@ -44,9 +44,9 @@ BIN = Path(sys.executable).parent
 
 
 def write_model(out: Path, force_seg: bool = True, sam2_image_size: int = 256) -> Path:
-    """A tiny random Sa2VA checkpoint in the official layout (see model/tiny_checkpoint.py)."""
-    from sa2va_ros.model.sam2_prompt import tiny_sam2_config
-    from sa2va_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    """A tiny random Sa2VA checkpoint in the official layout (see sa2va_ros/testing/tiny_checkpoint.py)."""
+    from sa2va_ros.testing.sam2_writer import tiny_sam2_config
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(out, format="internvl", force_seg=force_seg)
     # The writer's SAM-2 works at 1024 px like the real one; the input size changes no weight
