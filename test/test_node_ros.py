@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from node_harness import Planner, Process, node_args, ros_environment, write_model  # noqa: E402
 from sensor_msgs.msg import Image, RegionOfInterest  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
 from sa2va_ros.demo_camera import render  # noqa: E402
-from sa2va_ros.msg import Command, ObjectArray, Reply, TrackedObject  # noqa: E402
+from sa2va_msgs.msg import Command, ObjectArray, Reply, TrackedObject  # noqa: E402
 from sa2va_ros.node.image_codec import array_to_image, image_to_array  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
 W, H = 160, 120

@@ -14,8 +14,8 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from sa2va_ros.model.prompts import parse_grounded_caption
-from sa2va_ros.msg import ObjectArray
-from sa2va_ros.msg import TrackedObject as TrackedObjectMsg
+from sa2va_msgs.msg import ObjectArray
+from sa2va_msgs.msg import TrackedObject as TrackedObjectMsg
 
 from .image_codec import array_to_image
 from .label_image import encoding_of, label_image

@@ -39,10 +39,10 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from sa2va_ros.action import Chat
+from sa2va_msgs.action import Chat
 from sa2va_ros.model.errors import InputError, Sa2VAError
-from sa2va_ros.msg import Command, ObjectArray, Reply
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
+from sa2va_msgs.msg import Command, ObjectArray, Reply
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler

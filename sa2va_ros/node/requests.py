@@ -17,11 +17,11 @@ from typing import Any
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from sa2va_ros.action import Chat
+from sa2va_msgs.action import Chat
 from sa2va_ros.model.errors import InputError
 from sa2va_ros.model.mllm import Turn
-from sa2va_ros.msg import Command, Reply
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
+from sa2va_msgs.msg import Command, Reply
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 
 from .camera import Camera, Frame
 from .image_codec import ImageError, array_to_image, image_to_rgb8, is_empty, mask_from_image

@@ -37,8 +37,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from sa2va_ros.action import Chat
-from sa2va_ros.msg import Command, ObjectArray, Reply
+from sa2va_msgs.action import Chat
+from sa2va_msgs.msg import Command, ObjectArray, Reply
 
 BIN = Path(sys.executable).parent
 
