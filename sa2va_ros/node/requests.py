@@ -18,14 +18,15 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from sa2va_msgs.action import Chat
-from sa2va_ros.model.errors import InputError
-from sa2va_ros.model.mllm import Turn
 from sa2va_msgs.msg import Command, Reply
 from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
+from sa2va_ros.model.errors import InputError
+from sa2va_ros.model.mllm import Turn
 
 from .camera import Camera, Frame
-from .image_codec import ImageError, array_to_image, image_to_rgb8, is_empty, mask_from_image
+from .image_codec import ImageError, image_to_rgb8, is_empty, mask_from_image
 from .language_worker import CancelledError, QueueFullError, WorkerStoppedError
+from .mask_codec import mask_message
 from .messages import FoundObject, clean_text, found_objects
 from .tasks import SOURCE_LATEST_FRAME, Answer, LanguageTasks
 
@@ -291,7 +292,7 @@ class RequestHandlers:
             )
             res.text = answer.text
             if answer.region_mask is not None:
-                res.mask = array_to_image(answer.region_mask.astype("uint8") * 255, frame.header, "mono8")
+                res.mask = mask_message(answer.region_mask, frame.header)
             res.success = True
             res.message = _answer_message("describe", answer)
         except RequestError as exc:
