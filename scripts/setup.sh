@@ -6,6 +6,8 @@
 # Idempotent: a second run with nothing changed only checks imports (a few seconds).
 #
 # Environment knobs:
+#   SA2VA_ROS_DISTRO=kilted|jazzy which ROS 2 wheels (requirements/ros.txt or ros-jazzy.txt); jazzy
+#                                 defaults the venv to ./.venv-jazzy (CI runs the ROS tests in both)
 #   SA2VA_VENV=path               where the virtual environment lives (default ./.venv)
 #   SA2VA_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages, to use a torch
 #                                 installed for your platform (e.g. NVIDIA's wheel on Jetson)
@@ -16,7 +18,13 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST   # never let DDS leave this mach
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${SA2VA_VENV:-$ROOT/.venv}"
+DISTRO="${SA2VA_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) ROS_REQUIREMENTS=requirements/ros.txt; DEFAULT_VENV="$ROOT/.venv" ;;
+  jazzy) ROS_REQUIREMENTS=requirements/ros-jazzy.txt; DEFAULT_VENV="$ROOT/.venv-jazzy" ;;
+  *) echo "setup: SA2VA_ROS_DISTRO=$DISTRO is not one of kilted, jazzy." >&2; exit 1 ;;
+esac
+VENV="${SA2VA_VENV:-$DEFAULT_VENV}"
 PYTHON="${PYTHON:-python3}"
 LOG="$VENV/setup.log"
 TORCH_CPU_VERSION="2.13.0"
@@ -54,7 +62,8 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
 DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)
 IFACE_HASH=$(hash_of CMakeLists.txt package.xml sa2va_msgs/CMakeLists.txt sa2va_msgs/package.xml \
-  sa2va_msgs/msg/* sa2va_msgs/srv/* sa2va_msgs/action/* ros_bin/* launch/* config/*)
+  sa2va_msgs/msg/* sa2va_msgs/srv/* sa2va_msgs/action/* ros_bin/* launch/* config/* \
+  test/support/vision_msgs/*.* test/support/vision_msgs/msg/*)
 PY="$VENV/bin/python"
 
 if [ -x "$PY" ] && [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" = "$DEPS_HASH" ] \
@@ -66,7 +75,7 @@ fi
 
 mkdir -p "$VENV"
 : >"$LOG"
-echo "setup: installing into $VENV (log: $LOG)"
+echo "setup: installing ROS 2 $DISTRO into $VENV (log: $LOG)"
 
 make_venv() {
   if [ ! -x "$PY" ]; then
@@ -92,7 +101,7 @@ step "torch (kept if present, else torch==$TORCH_CPU_VERSION CPU)" ensure_torch
 
 pip_reqs() {
   "$PY" -m pip install -q -c "$VENV/constraints.txt" \
-    -r requirements/ros.txt -r requirements/model.txt -r requirements/test.txt
+    -r "$ROS_REQUIREMENTS" -r requirements/model.txt -r requirements/test.txt
 }
 if [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" != "$DEPS_HASH" ]; then
   step "ROS 2 wheels, model stack and test tools (requirements/*.txt)" pip_reqs
@@ -140,6 +149,15 @@ build_interfaces() {
   # sa2va_ros: pip installs the Python sources (editable, below); this adds lib/sa2va_ros (what
   # `ros2 run` runs), share/sa2va_ros (launch, config) and the ament index entry.
   cmake_package "$ROOT" "$ROOT/build/venv/sa2va_ros" -DSA2VA_INSTALL_PYTHON_SOURCES=OFF
+  # vision_msgs is not on PyPI. For the tests of the node's Detection2DArray output, a stand-in
+  # with its field layout (test/support/vision_msgs) goes into this venv, only when no vision_msgs
+  # is importable or the one there is our own stand-in: never over a real one.
+  if AMENT_PREFIX_PATH="$VENV" "$PY" -c 'import vision_msgs.msg' 2>/dev/null \
+     && [ ! -f "$VENV/share/vision_msgs/sa2va_test_support.xml" ]; then
+    echo "a real vision_msgs is installed: the test stand-in is not built"
+  else
+    cmake_package "$ROOT/test/support/vision_msgs" "$ROOT/build/venv/vision_msgs"
+  fi
 }
 if [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
    || ! "$PY" -c 'import sa2va_msgs.msg' 2>/dev/null; then

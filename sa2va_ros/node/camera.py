@@ -70,6 +70,7 @@ class Camera:
         self.masks_pub: Any = None
         self.objects_pub: Any = None
         self.overlay_pub: Any = None
+        self.detections_pub: Any = None  # vision_msgs/Detection2DArray, when vision_msgs is installed
         self.last_overlay = 0.0
         self.qos_warned = False
         self.transport_warned = False

@@ -50,6 +50,7 @@ from sa2va_msgs.msg import Command, ObjectArray, Reply
 from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 from sa2va_ros.model.errors import InputError, Sa2VAError
 
+from . import detections
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
@@ -295,6 +296,10 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                 camera.overlay_pub = self.create_lifecycle_publisher(
                     Image, camera.topic("overlay"), OUTPUT_QOS
                 )
+                if detections.AVAILABLE:
+                    camera.detections_pub = self.create_lifecycle_publisher(
+                        detections.Detection2DArray, camera.topic("detections"), OUTPUT_QOS
+                    )
                 if camera.prefix:  # `command` itself exists from start-up (first camera)
                     self._command_subs.append(
                         self.create_subscription(
@@ -399,7 +404,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
 
     def _release(self) -> None:
         for camera in self._cameras:
-            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub):
+            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub, camera.detections_pub):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         for sub in self._command_subs:
@@ -500,6 +505,8 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         camera.objects_pub.publish(
             object_array(objects, values, header, camera.name, step, with_masks=params.object_masks)
         )
+        if camera.detections_pub is not None:
+            camera.detections_pub.publish(detections.detection_array(objects, header))
         camera.remember(Frame(header, rgb, objects, received))
         camera.stats.processed += 1
         now_ros = self.get_clock().now().nanoseconds * 1e-9
