@@ -252,6 +252,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             camera.tracker.config = self._tracker_config(params, camera.tracker.config)
             camera.resize_recent(params.num_keyframes)
             camera.recent_period = params.recent_frames_period
+            camera.history_size = params.frame_history
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -288,6 +289,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                     model.new_tracker(self._tracker_config(params)),
                     params.num_keyframes,
                     params.recent_frames_period,
+                    params.frame_history,
                 )
                 camera.masks_pub = self.create_lifecycle_publisher(Image, camera.topic("masks"), OUTPUT_QOS)
                 camera.objects_pub = self.create_lifecycle_publisher(

@@ -169,6 +169,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("recent_frames_period", 0.5,
               "seconds between the recent frames kept for SOURCE_RECENT_FRAMES (spreads the keyframes over "
               "num_keyframes x this many seconds)", True, _between(0.0, 3600.0)),
+    ParamSpec("frame_history", 30,
+              "processed frames kept per camera for requests that name their frame by header stamp "
+              "(add_object, segment, describe_region); memory: one decoded image each", True,
+              _between(1, 1000)),
     ParamSpec("reground_lost", True, "ask the language model again for objects the tracker lost", True),
     ParamSpec("reground_period", 0.0,
               "seconds between periodic re-groundings of every language object (0 = off)", True,
@@ -183,7 +187,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("overlay_alpha", 0.5, "mask opacity in the overlay", True, _between(0.0, 1.0)),
     ParamSpec("object_masks", False,
               "every object on `objects` also carries its own mask (PNG): lossless where objects overlap, "
-              "about 1 ms of encoding per object and frame at 640x480", True),
+              "about 0.5 ms of encoding per object and frame at 640x480", True),
     # --- requests (dynamic) ---
     ParamSpec("max_new_tokens", 512, "default answer length limit of ask / chat / describe", True,
               _between(1, 32768)),
@@ -223,6 +227,7 @@ class NodeParams:
     hide_absent_masks: bool
     num_keyframes: int
     recent_frames_period: float
+    frame_history: int
     reground_lost: bool
     reground_period: float
     reground_min_interval: float
