@@ -135,20 +135,22 @@ fix_ros_cmake_exports() {
 cmake_package() {  # cmake_package <source dir> <build dir> [cmake args...]: build and install into the venv
   local src="$1" build="$2"; shift 2
   rm -rf "$build"
+  # Chained: `set -e` does not apply inside a function run as a condition (step's `if`).
   PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$src" -B "$build" \
     -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
-    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -DBUILD_TESTING=OFF "$@"
-  PATH="$VENV/bin:$PATH" cmake --build "$build" -j2
-  PATH="$VENV/bin:$PATH" cmake --install "$build"
+    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -DBUILD_TESTING=OFF "$@" \
+    && PATH="$VENV/bin:$PATH" cmake --build "$build" -j2 \
+    && PATH="$VENV/bin:$PATH" cmake --install "$build"
 }
 
 build_interfaces() {
   fix_ros_cmake_exports
   # sa2va_msgs: a plain rosidl interface package, installed as a ROS install would.
-  cmake_package "$ROOT/sa2va_msgs" "$ROOT/build/venv/sa2va_msgs"
+  # Build folders live in the venv: each venv (Kilted, Jazzy) builds against its own ROS.
+  cmake_package "$ROOT/sa2va_msgs" "$VENV/build/sa2va_msgs" || return 1
   # sa2va_ros: pip installs the Python sources (editable, below); this adds lib/sa2va_ros (what
   # `ros2 run` runs), share/sa2va_ros (launch, config) and the ament index entry.
-  cmake_package "$ROOT" "$ROOT/build/venv/sa2va_ros" -DSA2VA_INSTALL_PYTHON_SOURCES=OFF
+  cmake_package "$ROOT" "$VENV/build/sa2va_ros" -DSA2VA_INSTALL_PYTHON_SOURCES=OFF || return 1
   # vision_msgs is not on PyPI. For the tests of the node's Detection2DArray output, a stand-in
   # with its field layout (test/support/vision_msgs) goes into this venv, only when no vision_msgs
   # is importable or the one there is our own stand-in: never over a real one.
@@ -156,7 +158,7 @@ build_interfaces() {
      && [ ! -f "$VENV/share/vision_msgs/sa2va_test_support.xml" ]; then
     echo "a real vision_msgs is installed: the test stand-in is not built"
   else
-    cmake_package "$ROOT/test/support/vision_msgs" "$ROOT/build/venv/vision_msgs"
+    cmake_package "$ROOT/test/support/vision_msgs" "$VENV/build/vision_msgs" || return 1
   fi
 }
 if [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
