@@ -363,8 +363,8 @@ def test_requests_beyond_the_queue_are_rejected(system):
 
 def test_bad_frames_never_stop_tracking(system):
     planner, node, _ = system
-    planner.publish("rear/image", rear_frame(0, 100))
-    assert planner.wait_for("rear/masks", lambda m: m.header.stamp.sec == 100, timeout=30)
+    frame = rear_frame(0, 100)
+    assert planner.publish_until("rear/image", frame, "rear/masks", lambda m: m.header.stamp.sec == 100)
     default_before = planner.count("masks")
     reply = track(planner, "the rear circle", camera="rear")
     assert reply.camera == "rear"
@@ -425,9 +425,7 @@ def test_overlapping_objects_keep_their_own_masks(system):
     a[20:90, 20:100] = True
     b = np.zeros((H, W), bool)
     b[50:110, 60:150] = True
-    before = planner.count("rear/objects")
-    planner.publish("rear/image", first)
-    assert planner.wait_for("rear/objects", lambda m: m.header.stamp.sec == 501, timeout=30, after=before)
+    assert planner.publish_until("rear/image", first, "rear/objects", lambda m: m.header.stamp.sec == 501)
     ids = []
     for label, mask in (("a", a), ("b", b)):
         r = planner.call(
@@ -437,12 +435,11 @@ def test_overlapping_objects_keep_their_own_masks(system):
         )
         assert r.success, r.message
         ids.append(r.object_id)
-    planner.publish("rear/image", second)
-    msg = planner.wait_for(
+    msg = planner.publish_until(
+        "rear/image",
+        second,
         "rear/objects",
         lambda m: m.header.stamp.sec == 502 and set(ids) <= {o.id for o in m.objects},
-        timeout=30,
-        after=before,
     )
     assert msg is not None, "both objects tracked on the second frame"
     labels = planner.wait_for("rear/masks", lambda m: m.header.stamp.sec == 502, timeout=10)
@@ -474,9 +471,9 @@ def test_overlapping_objects_keep_their_own_masks(system):
     for obj in reply.objects:
         assert iou(decode_mask(obj.mask), expected[obj.id]) >= 0.99, obj.id
     assert planner.set_parameters(object_masks=False)[0].successful
-    after = planner.count("rear/objects")
-    planner.publish("rear/image", rear_frame(3, 503))
-    plain = planner.wait_for("rear/objects", lambda m: m.header.stamp.sec == 503, timeout=30, after=after)
+    plain = planner.publish_until(
+        "rear/image", rear_frame(3, 503), "rear/objects", lambda m: m.header.stamp.sec == 503
+    )
     assert plain is not None and all(len(o.mask.data) == 0 for o in plain.objects), "masks are opt-in"
     planner.call(RemoveObjects, "remove_objects", RemoveObjects.Request(camera="rear", clear_all=True))
 
@@ -526,11 +523,9 @@ def test_a_stamped_box_lands_on_its_frame(system, core_model):
     planner, _, _ = system
     old, new = rear_frame(0, 601), rear_frame(20, 602)  # the scene moved between the two
     for frame in (old, new):
-        after = planner.count("rear/objects")
-        planner.publish("rear/image", frame)
         sec = frame.header.stamp.sec
-        assert planner.wait_for(
-            "rear/objects", lambda m, s=sec: m.header.stamp.sec == s, timeout=30, after=after
+        assert planner.publish_until(
+            "rear/image", frame, "rear/objects", lambda m, s=sec: m.header.stamp.sec == s
         )
     box = RegionOfInterest(x_offset=20, y_offset=20, width=60, height=50)
     r = add(planner, camera="rear", label="det", box=box, stamp=Time(sec=601))
@@ -569,19 +564,14 @@ def test_detections_arrive_as_vision_msgs(system):
         box=RegionOfInterest(x_offset=30, y_offset=30, width=50, height=40),
     )
     assert r.success, r.message
-    after = planner.count("rear/objects")
-    for i in range(3):
-        planner.publish("rear/image", rear_frame(i, 700 + i))
-    objects = planner.wait_for(
-        "rear/objects",
-        lambda m: any(o.id == r.object_id and o.area for o in m.objects),
-        timeout=30,
-        after=after,
+    want = str(r.object_id)
+    detections = planner.publish_until(
+        "rear/image", rear_frame(1, 701), "rear/detections", lambda m: any(d.id == want for d in m.detections)
     )
-    assert objects is not None
-    key = stamp_key(objects.header)
-    detections = planner.wait_for("rear/detections", lambda m: stamp_key(m.header) == key, timeout=30)
-    assert detections is not None, "a Detection2DArray per processed frame, stamped like it"
+    assert detections is not None, f"no Detection2DArray with object {want}"
+    key = stamp_key(detections.header)
+    objects = planner.wait_for("rear/objects", lambda m: stamp_key(m.header) == key, timeout=10)
+    assert objects is not None, "detections are stamped like the frame's objects"
     obj = next(o for o in objects.objects if o.id == r.object_id)
     det = next(d for d in detections.detections if d.id == str(r.object_id))
     assert det.results[0].hypothesis.class_id == "boxed"

@@ -184,6 +184,27 @@ class Planner(Node):
                 time.sleep(0.05)
         self._pubs[key].publish(msg)
 
+    def publish_until(
+        self,
+        topic: str,
+        msg: Any,
+        wait_topic: str,
+        predicate: Callable[[Any], bool],
+        timeout: float = 30.0,
+        period: float = 1.0,
+    ) -> Any:
+        """Publish ``msg`` (again every ``period`` s) until ``wait_topic`` has a message matching
+        ``predicate``; that message, or None. A best-effort subscriber can miss the first sample
+        of a publisher it has only just discovered (seen under Jazzy's rclpy)."""
+        after = self.count(wait_topic)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.publish(topic, msg)
+            found = self.wait_for(wait_topic, predicate, timeout=period, after=after)
+            if found is not None:
+                return found
+        return None
+
     def command(self, text: str) -> None:
         self.publish("command", String(data=text))
 
