@@ -595,8 +595,10 @@ def test_parameters_change_at_run_time_when_safe(system):
     planner, _, _ = system
     results = planner.set_parameters(model="other/model")
     assert not results[0].successful and "cleanup" in results[0].reason
-    results = planner.set_parameters(presence_threshold=1.5)
-    assert not results[0].successful and "presence_threshold=1.5 must be in (0.0, 1.0)" in results[0].reason
+    results = planner.set_parameters(presence_threshold=1.5)  # outside the descriptor's range: rclpy says so
+    assert not results[0].successful and "presence_threshold out of range" in results[0].reason
+    results = planner.set_parameters(presence_threshold=1.0)  # in the range, but the interval is open
+    assert not results[0].successful and "presence_threshold=1.0 must be in (0.0, 1.0)" in results[0].reason
     results = planner.set_parameters(overlay_rate=5, reground_period=0.3, reground_min_interval=0.2)
     assert all(r.successful for r in results)
     # Periodic re-grounding: the language worker grounds the object again without any request.
