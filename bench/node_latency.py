@@ -65,10 +65,10 @@ def main() -> int:
     from node_harness import Planner, Process, node_args, ros_environment, write_model
     from sensor_msgs.msg import Image
 
+    from sa2va_msgs.msg import Command, ObjectArray, Reply
+    from sa2va_msgs.srv import Ask
     from sa2va_ros.demo_camera import render
-    from sa2va_ros.msg import Command, ObjectArray, Reply
     from sa2va_ros.node.image_codec import array_to_image
-    from sa2va_ros.srv import Ask
 
     if args.model:
         model = Path(args.model)

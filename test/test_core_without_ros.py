@@ -17,9 +17,9 @@ def test_model_core_imports_nothing_from_ros():
         "import sa2va_ros.model.sa2va, sa2va_ros.model.tracker, sa2va_ros.testing.tiny_checkpoint\n"
         "import sa2va_ros.cli\n"
         "import sa2va_ros.eval.cli\n"
-        "ros_roots = {'rclpy', 'std_msgs', 'sensor_msgs', 'rosidl_parser'}\n"
+        "ros_roots = {'rclpy', 'std_msgs', 'sensor_msgs', 'rosidl_parser', 'sa2va_msgs'}\n"
         "ros = sorted(m for m in sys.modules if m.split('.')[0] in ros_roots"
-        " or m.startswith(('sa2va_ros.msg', 'sa2va_ros.srv', 'sa2va_ros.action', 'sa2va_ros.node')))\n"
+        " or m.startswith('sa2va_ros.node'))\n"
         "print(ros)\n"
         "sys.exit(1 if ros else 0)\n"
     )

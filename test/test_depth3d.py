@@ -223,7 +223,7 @@ def test_k_all_zero_and_bad_calibrations_are_clear_errors():
 def test_geometry_imports_no_ros():
     code = (
         "import sys, sa2va_ros.depth3d\n"
-        "roots = {'rclpy', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'visualization_msgs',"
+        "roots = {'rclpy', 'sa2va_msgs', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'visualization_msgs',"
         " 'rosidl_parser'}\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in roots or m.startswith(('sa2va_ros.node',"
         " 'sa2va_ros.msg', 'sa2va_ros.model', 'torch')))\n"

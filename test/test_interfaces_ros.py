@@ -21,8 +21,8 @@ PEERS = Path(__file__).resolve().parent / "peers"
 sys.path.insert(0, str(PEERS))
 import interface_samples as s  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 
 
 class Receiver(Node):
@@ -51,7 +51,7 @@ class Receiver(Node):
         res.success = req.track and req.image == s.image(1) and req.camera == "front"
         res.text = f"{req.prompt}|{int(req.track)}"
         res.objects = [s.tracked_object(1)]
-        res.masks = req.image
+        res.masks = s.png(1)
         return res
 
     def ask(self, req, res):
@@ -62,7 +62,7 @@ class Receiver(Node):
     def describe(self, req, res):
         res.success = req.mask == s.image(2)
         res.text = f"{req.point_x},{req.point_y},{req.object_id},{req.box.width}"
-        res.mask = req.mask
+        res.mask = s.png(2)
         return res
 
     def add_object(self, req, res):

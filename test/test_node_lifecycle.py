@@ -24,9 +24,9 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from node_harness import Planner, Process, node_args, ros_environment, write_model  # noqa: E402
 from sensor_msgs.msg import CompressedImage, RegionOfInterest  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
-from sa2va_ros.msg import Command, ObjectArray, Reply  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, Segment  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
+from sa2va_msgs.msg import Command, ObjectArray, Reply  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, Segment  # noqa: E402
 
 pytestmark = [
     pytest.mark.ros,
@@ -119,6 +119,12 @@ def system(tmp_path_factory):
     assert node_rc == 0, f"sa2va_node did not exit cleanly ({node_rc}):\n{node.log()[-3000:]}"
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def test_starts_unconfigured_and_says_so(system):
     planner, node, _ = system
     assert planner.get_state() == "unconfigured"
@@ -134,11 +140,18 @@ def test_a_missing_model_fails_configure_clearly_and_the_node_stays_up(system):
     assert planner.change_state(Transition.TRANSITION_CONFIGURE) is False
     assert planner.get_state() == "unconfigured"
     assert node.wait_for_log("cannot load model '/nonexistent/sa2va'", timeout=30)
-    assert "-p model:=/path/to/Sa2VA-1B" in node.log()
+    assert "point model at the folder of a local copy" in node.log()
     # The default model, with the hub unreachable and nothing cached: said so, no random weights.
     assert planner.set_parameters(model="ByteDance/Sa2VA-1B")[0].successful
     assert planner.change_state(Transition.TRANSITION_CONFIGURE) is False
     assert node.wait_for_log("is not in the local Hugging Face cache", timeout=30)
+    assert node.wait_for_log("HF_HUB_OFFLINE is set, so only the local cache is used", timeout=10)
+    # Each cause gets its own hint: CUDA asked for on a machine without it.
+    if not torch_cuda_available():
+        assert planner.set_parameters(device="cuda")[0].successful
+        assert planner.change_state(Transition.TRANSITION_CONFIGURE) is False
+        assert node.wait_for_log("set device:=cpu (or auto), or install a CUDA build of torch", timeout=30)
+        assert planner.set_parameters(device="cpu")[0].successful
     r = planner.call(Ask, "ask", Ask.Request(question="hello?", source=2))
     assert not r.success and "last error: cannot load model 'ByteDance/Sa2VA-1B'" in r.message
     diag = planner.diagnostics("model")

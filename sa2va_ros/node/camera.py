@@ -49,7 +49,14 @@ class CameraStats:
 class Camera:
     """One camera stream of the node."""
 
-    def __init__(self, name: str, tracker: Any, recent_frames: int = 5, recent_period: float = 0.5):
+    def __init__(
+        self,
+        name: str,
+        tracker: Any,
+        recent_frames: int = 5,
+        recent_period: float = 0.5,
+        history: int = 30,
+    ):
         self.name = name
         #: Prefix of this camera's topics ("" or "front/").
         self.prefix = f"{name.strip('/')}/" if name.strip("/") else ""
@@ -60,6 +67,10 @@ class Camera:
         self._latest: Frame | None = None
         self._recent: collections.deque[Frame] = collections.deque(maxlen=max(1, recent_frames))
         self.recent_period = recent_period
+        #: The last processed frames by header stamp (ns), for prompts that name their frame: a
+        #: detector's box from frame t must land on frame t, not on the newest one.
+        self._history: collections.OrderedDict[int, Frame] = collections.OrderedDict()
+        self.history_size = max(1, history)
         #: Objects whose re-grounding is queued or running (never queue one twice).
         self.regrounding: set[int] = set()
         #: object id -> monotonic time of the last (re-)grounding.
@@ -73,6 +84,7 @@ class Camera:
         self.overlay_pub: Any = None
         #: depth.CameraDepth when depth_enabled (3D input, publishers, counters), else None.
         self.depth: Any = None
+        self.detections_pub: Any = None  # vision_msgs/Detection2DArray, when vision_msgs is installed
         self.last_overlay = 0.0
         self.qos_warned = False
         self.transport_warned = False
@@ -111,6 +123,12 @@ class Camera:
         """Record a processed frame as the newest, and in the recent ring when due."""
         with self._lock:
             self._latest = frame
+            key = stamp_ns(frame.header)
+            if key:
+                self._history[key] = frame
+                self._history.move_to_end(key)
+                while len(self._history) > self.history_size:
+                    self._history.popitem(last=False)
             if not self._recent or frame.received - self._recent[-1].received >= self.recent_period:
                 self._recent.append(frame)
 
@@ -118,6 +136,19 @@ class Camera:
     def latest(self) -> Frame | None:
         with self._lock:
             return self._latest
+
+    def frame_at(self, stamp: int) -> Frame | None:
+        """The processed frame whose header stamp is ``stamp`` (ns), if still held."""
+        with self._lock:
+            return self._history.get(stamp)
+
+    def held_stamps(self) -> tuple[int, int, int] | None:
+        """(count, oldest, newest) stamps (ns) of the held frames, or None when none is held."""
+        with self._lock:
+            if not self._history:
+                return None
+            keys = list(self._history)
+            return len(keys), keys[0], keys[-1]
 
     def recent(self, count: int) -> list[Frame]:
         """Up to ``count`` recent frames, oldest first, the newest frame always last."""
@@ -143,6 +174,12 @@ class Camera:
             self.regrounding.discard(object_id)
             self.last_reground.pop(object_id, None)
             self.expressions.pop(object_id, None)
+
+
+def stamp_ns(header_or_time: Any) -> int:
+    """A header's (or builtin_interfaces/Time's) stamp in nanoseconds; 0 for a zero stamp."""
+    t = getattr(header_or_time, "stamp", header_or_time)
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
 
 
 class FrameScheduler:

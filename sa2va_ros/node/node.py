@@ -24,7 +24,13 @@ import traceback
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
@@ -40,17 +46,19 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from sa2va_ros.action import Chat
+from sa2va_msgs.action import Chat
+from sa2va_msgs.msg import Command, ObjectArray, Reply
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 from sa2va_ros.model.errors import InputError, Sa2VAError
-from sa2va_ros.msg import Command, ObjectArray, Reply
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 
 from . import depth as D
+from . import detections
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
+from .load_errors import load_hint
 from .messages import is_drawn, masks_image, object_array
 from .overlay import OverlayItem, render_overlay
 from .requests import RequestHandlers
@@ -91,14 +99,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             )
         except TypeError:  # an rclpy without the callback_group argument: GetState waits for configure
             LifecycleNodeMixin.__init__(self, enable_communication_interface=True)
-        for spec in P.PARAMETERS:
-            self.declare_parameter(
-                spec.name,
-                spec.default,
-                ParameterDescriptor(description=spec.description, dynamic_typing=True),
-            )
+        self._declare_parameters()
         # After declaring: a bad value given at start-up is reported by configure, not a crash.
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later; Humble refuses ints
+            self.add_pre_set_parameters_callback(self._numbers_as_declared)
 
         self._phase = "unconfigured"  # unconfigured / loading / inactive / active
         self._load_error = ""
@@ -159,6 +164,43 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
 
+    def _declare_parameters(self) -> None:
+        """Declare every parameter with its type, range and when it may change.
+
+        A number of the wrong kind given at start-up (``-p overlay_rate:=3``, launch files) is
+        converted to the declared type before declaring; any other wrong type keeps the
+        parameter dynamically typed so that configure reports it instead of a crash here.
+        """
+        # rclpy keeps the command-line / params-file values here (Humble to Kilted).
+        overrides = getattr(self, "_parameter_overrides", {})
+        for spec in P.PARAMETERS:
+            override = overrides.get(spec.name)
+            fits = True
+            if override is not None:
+                value = override.value
+                if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+                    overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE, float(value))
+                elif spec.type is list:
+                    fits = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+                else:
+                    fits = isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool))
+            # Out of range: rclpy would raise while declaring. Declared without the range, the
+            # value is refused by configure with the reason (and the node keeps running).
+            valid = fits and _valid(spec.name, overrides[spec.name].value if override is not None else None)
+            self.declare_parameter(
+                spec.name, spec.default, _descriptor(spec, dynamic_typing=not fits, ranged=valid)
+            )
+
+    def _numbers_as_declared(self, parameters: list[Parameter]) -> list[Parameter]:
+        """`ros2 param set /sa2va overlay_rate 3`: an integer for a float parameter becomes 3.0."""
+        out = []
+        for parameter in parameters:
+            spec = P.SPECS.get(parameter.name)
+            if spec is not None and spec.type is float and parameter.type_ == Parameter.Type.INTEGER:
+                parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+            out.append(parameter)
+        return out
+
     def _startup_value(self, name: str) -> Any:
         """A parameter needed before configure; its default (with a warning) when invalid."""
         try:
@@ -212,6 +254,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             camera.tracker.config = self._tracker_config(params, camera.tracker.config)
             camera.resize_recent(params.num_keyframes)
             camera.recent_period = params.recent_frames_period
+            camera.history_size = params.frame_history
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,17 +271,14 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             from sa2va_ros.model import Sa2VA
 
             model = Sa2VA.from_pretrained(params.model, device=params.device, dtype=params.dtype)
-        except Sa2VAError as exc:
-            return self._configure_failed(
-                f"cannot load model '{params.model}': {exc} The node stays unconfigured. Point it at a "
-                "local copy with `--ros-args -p model:=/path/to/Sa2VA-1B` (a folder with config.json and "
-                "model.safetensors), or make the Hugging Face hub reachable, then configure again."
-            )
         except Exception as exc:  # noqa: BLE001 - any loading failure must leave the node up
-            log.error(traceback.format_exc())
+            if not isinstance(exc, Sa2VAError):
+                log.error(traceback.format_exc())
+            what = str(exc) if isinstance(exc, Sa2VAError) else f"{type(exc).__name__}: {exc}"
+            hint = load_hint(exc, params.model, params.device, params.dtype)
             return self._configure_failed(
-                f"cannot load model '{params.model}': {type(exc).__name__}: {exc}. "
-                "The node stays unconfigured."
+                f"cannot load model '{params.model}': {what} The node stays unconfigured. To fix: {hint} "
+                f"Then configure again (ros2 lifecycle set {self.get_fully_qualified_name()} configure)."
             )
         try:
             self._params = params
@@ -251,6 +291,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                     model.new_tracker(self._tracker_config(params)),
                     params.num_keyframes,
                     params.recent_frames_period,
+                    params.frame_history,
                 )
                 camera.masks_pub = self.create_lifecycle_publisher(Image, camera.topic("masks"), OUTPUT_QOS)
                 camera.objects_pub = self.create_lifecycle_publisher(
@@ -266,6 +307,10 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                     )
                     camera.depth.cloud_pub = self.create_lifecycle_publisher(
                         PointCloud2, camera.topic("objects_cloud"), OUTPUT_QOS
+                    )
+                if detections.AVAILABLE:
+                    camera.detections_pub = self.create_lifecycle_publisher(
+                        detections.Detection2DArray, camera.topic("detections"), OUTPUT_QOS
                     )
                 if camera.prefix:  # `command` itself exists from start-up (first camera)
                     self._command_subs.append(
@@ -377,7 +422,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
     def _release(self) -> None:
         for camera in self._cameras:
             extra = (camera.depth.markers_pub, camera.depth.cloud_pub) if camera.depth is not None else ()
-            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub, *extra):
+            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub, camera.detections_pub, *extra):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         for sub in self._command_subs:
@@ -491,7 +536,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         step = time.perf_counter() - t0
         masks, values = masks_image(objects, rgb.shape[:2], header)
         camera.masks_pub.publish(masks)  # first: it is what latency-sensitive consumers wait for
-        array = object_array(objects, values, header, camera.name, step)
+        array = object_array(objects, values, header, camera.name, step, with_masks=params.object_masks)
         view, geometry = None, []
         if camera.depth is not None:
             topics = self._depth_topics(camera, params)
@@ -501,6 +546,8 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         camera.objects_pub.publish(array)
         if camera.depth is not None:
             D.publish(camera.depth, header, view, objects, geometry, params)
+        if camera.detections_pub is not None:
+            camera.detections_pub.publish(detections.detection_array(objects, header))
         camera.remember(Frame(header, rgb, objects, received, view))
         camera.stats.processed += 1
         now_ros = self.get_clock().now().nanoseconds * 1e-9
@@ -665,6 +712,48 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                 ),
             )
         )
+
+
+_ROS_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+    list: ParameterType.PARAMETER_STRING_ARRAY,
+}
+
+
+def _valid(name: str, value: Any) -> bool:
+    """True when ``value`` is None (not given) or acceptable for parameter ``name``."""
+    if value is None:
+        return True
+    try:
+        P.coerce(name, value)
+    except P.ParameterError:
+        return False
+    return True
+
+
+def _descriptor(spec: P.ParamSpec, dynamic_typing: bool = False, ranged: bool = True) -> ParameterDescriptor:
+    """What `ros2 param describe` shows: meaning, type, range, and whether it is static."""
+    descriptor = ParameterDescriptor(
+        description=spec.description,
+        type=_ROS_TYPES[spec.type],
+        additional_constraints=spec.constraints,
+        dynamic_typing=dynamic_typing,
+    )
+    bounds = spec.bounds if ranged else None
+    if bounds is not None and spec.type is float:
+        low, high = bounds
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(low), to_value=float(high if high is not None else 1e300))
+        ]
+    elif bounds is not None and spec.type is int:
+        low, high = bounds
+        descriptor.integer_range = [
+            IntegerRange(from_value=int(low), to_value=int(high if high is not None else 2**63 - 1))
+        ]
+    return descriptor
 
 
 def _describe_qos(qos) -> str:

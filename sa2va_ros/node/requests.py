@@ -17,15 +17,16 @@ from typing import Any
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from sa2va_ros.action import Chat
+from sa2va_msgs.action import Chat
+from sa2va_msgs.msg import Command, Reply
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 from sa2va_ros.model.errors import InputError
 from sa2va_ros.model.mllm import Turn
-from sa2va_ros.msg import Command, Reply
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
 
-from .camera import Camera, Frame
-from .image_codec import ImageError, array_to_image, image_to_rgb8, is_empty, mask_from_image
+from .camera import Camera, Frame, stamp_ns
+from .image_codec import ImageError, image_to_rgb8, is_empty, mask_from_image
 from .language_worker import CancelledError, QueueFullError, WorkerStoppedError
+from .mask_codec import mask_message
 from .messages import FoundObject, clean_text, found_objects
 from .tasks import SOURCE_LATEST_FRAME, Answer, LanguageTasks
 
@@ -92,6 +93,25 @@ class RequestHandlers:
             return LanguageTasks.newest(camera)
         except InputError as exc:
             raise RequestError(str(exc)) from exc
+
+    def _stamped(self, camera: Camera, stamp) -> Frame | None:
+        """The camera frame a request names by header stamp; None for a zero stamp (the newest)."""
+        key = stamp_ns(stamp)
+        if not key:
+            return None
+        frame = camera.frame_at(key)
+        if frame is not None:
+            return frame
+        held = camera.held_stamps()
+        what = (
+            f"it holds the last {held[0]} frames, stamps {held[1] / 1e9:.3f} to {held[2] / 1e9:.3f} s"
+            if held
+            else "it holds none yet"
+        )
+        raise RequestError(
+            f"camera '{camera.name}' no longer holds (or never had) the frame stamped {key / 1e9:.9f} s; "
+            f"{what} (frame_history). Leave stamp zero for the newest frame."
+        )
 
     def _submit(self, kind: str, fn: Callable) -> Any:
         worker = self._worker
@@ -228,7 +248,7 @@ class RequestHandlers:
         try:
             camera = self._camera(req.camera)
             expression = self._check_text(req.prompt, "prompt")
-            frame = self._given_frame(req.image)
+            frame = self._given_frame(req.image) or self._stamped(camera, req.stamp)
             answer = self._run(
                 "segment", lambda job: self._tasks.segment(camera, expression, frame, req.track, job)
             )
@@ -267,7 +287,7 @@ class RequestHandlers:
         try:
             camera = self._camera(req.camera)
             given = self._given_frame(req.image)
-            frame = given or self._newest(camera)
+            frame = given or self._stamped(camera, req.stamp) or self._newest(camera)
             prompt = self._check_text(req.prompt, "prompt") if req.prompt.strip() else None
             region: dict[str, Any] = {}
             if not is_empty(req.mask):
@@ -291,7 +311,7 @@ class RequestHandlers:
             )
             res.text = answer.text
             if answer.region_mask is not None:
-                res.mask = array_to_image(answer.region_mask.astype("uint8") * 255, frame.header, "mono8")
+                res.mask = mask_message(answer.region_mask, frame.header)
             res.success = True
             res.message = _answer_message("describe", answer)
         except RequestError as exc:
@@ -301,7 +321,8 @@ class RequestHandlers:
     def _srv_add_object(self, req: AddObject.Request, res: AddObject.Response) -> AddObject.Response:
         try:
             camera = self._camera(req.camera)
-            frame = self._newest(camera)
+            stamped = self._stamped(camera, req.stamp)
+            frame = stamped or self._newest(camera)
             h, w = frame.rgb.shape[:2]
             label = req.label.strip() or "object"
             kwargs: dict[str, Any] = {}
@@ -327,11 +348,24 @@ class RequestHandlers:
                     raise RequestError("give a box, points or a mask")
                 for x, y in kwargs.get("points", []):
                     if not (0 <= x < w and 0 <= y < h):
-                        raise RequestError(f"point ({x}, {y}) is outside the newest frame ({w}x{h})")
+                        which = "the frame it names" if stamped is not None else "the newest frame"
+                        raise RequestError(f"point ({x}, {y}) is outside {which} ({w}x{h})")
+            res.header = frame.header
+            if stamped is not None:
+                # The prompt belongs to that frame: SAM-2 turns it into the object's mask there,
+                # and the tracker takes the object from that mask.
+                mask = kwargs.get("mask")
+                if mask is None:
+                    mask = self._model.sam2.mask_from_prompt(stamped.rgb, **kwargs)
+                    if not mask.any():
+                        raise RequestError("SAM-2 found no object at the prompt on the frame it names")
+                kwargs = {"mask": mask}
+                res.mask = mask_message(mask, frame.header)
             object_id = camera.tracker.add_object(label=label, **kwargs)
             camera.on_added(object_id, None)
             res.success, res.object_id = True, int(object_id)
-            res.message = f"tracking object {object_id} ('{label}') from the next frame"
+            on = "prompted on the frame it names, " if stamped is not None else ""
+            res.message = f"tracking object {object_id} ('{label}'), {on}from the next frame"
         except (InputError, ImageError) as exc:
             res.success, res.message = False, str(exc)
         except RequestError as exc:
@@ -380,10 +414,18 @@ class RequestHandlers:
                 )
             history = [Turn(u, a) for u, a in zip(goal.history_user, goal.history_assistant, strict=True)]
             limit = int(goal.max_new_tokens)
+            frames = [self._given_frame(image) for image in goal.images]
+            if any(f is None for f in frames):
+                raise RequestError("images: an image in the list is empty")
+            frame, source = None, goal.source
+            if len(frames) == 1:
+                frame, source = frames[0], Chat.Goal.SOURCE_LATEST_FRAME
+            elif frames:
+                source = Chat.Goal.SOURCE_RECENT_FRAMES
             job = self._submit(
                 "chat",
                 lambda job: self._tasks.ask(
-                    camera, prompt, goal.source, None, goal.track, job, history, limit, on_text
+                    camera, prompt, source, frame, goal.track, job, history, limit, on_text, frames or None
                 ),
             )
             answer = self._result("chat", job, cancel=lambda: goal_handle.is_cancel_requested)

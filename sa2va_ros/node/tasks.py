@@ -189,8 +189,12 @@ class LanguageTasks:
         history: Sequence[Turn] = (),
         max_new_tokens: int = 0,
         on_text: Callable[[str], None] | None = None,
+        frames: Sequence[Frame] | None = None,
     ) -> Answer:
-        """Answer ``question`` about the newest frame, the recent frames, or text only."""
+        """Answer ``question`` about the newest frame, the recent frames, or text only.
+
+        ``frames`` (oldest first) replace the camera's recent frames (a chat goal's own images).
+        """
         limit = max_new_tokens or self._max_new_tokens()
         stop = self._stopper(job, on_text)
         label = question if len(question) <= 60 else question[:57] + "..."
@@ -203,7 +207,7 @@ class LanguageTasks:
                 answer.found = self._found(r, camera, True, question, label, None)
             return answer
         if source == SOURCE_RECENT_FRAMES:
-            frames = camera.recent(self._num_keyframes(camera))
+            frames = list(frames) if frames else camera.recent(self._num_keyframes(camera))
             if not frames:
                 self.newest(camera)  # raises the "no frame yet" error
             g = self.model.ground(

@@ -19,8 +19,8 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import interface_samples as s  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 
 QOS = QoSProfile(
     depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
@@ -58,7 +58,7 @@ def main() -> int:
         Segment.Request(camera="front", prompt="red mug", image=s.image(1), track=True),
     )
     checks["segment"] = (
-        r.success and r.text == "red mug|1" and r.objects == [s.tracked_object(1)] and r.masks == s.image(1)
+        r.success and r.text == "red mug|1" and r.objects == [s.tracked_object(1)] and r.masks == s.png(1)
     )
     r = call(
         node,
@@ -72,7 +72,7 @@ def main() -> int:
     )
     req.box.width = 5
     r = call(node, DescribeRegion, "sample/describe_region", req)
-    checks["describe_region"] = r.success and r.text == "1.5,2.5,9,5" and r.mask == s.image(2)
+    checks["describe_region"] = r.success and r.text == "1.5,2.5,9,5" and r.mask == s.png(2)
     req = AddObject.Request(
         camera="front", label="cup", points_x=[1.0, 2.0], points_y=[3.0, 4.0], point_labels=[1, 0]
     )

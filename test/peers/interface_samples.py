@@ -3,10 +3,10 @@ test_interfaces_ros.py (the test process and the separate peer process)."""
 
 from __future__ import annotations
 
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from sa2va_ros.msg import Command, ObjectArray, Reply, TrackedObject
+from sa2va_msgs.msg import Command, ObjectArray, Reply, TrackedObject
 
 
 def header(i: int) -> Header:
@@ -21,6 +21,13 @@ def image(i: int, encoding: str = "mono8") -> Image:
     return img
 
 
+def png(i: int) -> CompressedImage:
+    """A CompressedImage sample (the bytes need not be a real PNG to test the transport)."""
+    return CompressedImage(
+        header=header(i), format="mono8; png compressed mono8", data=bytes([137, 80, i % 256])
+    )
+
+
 def tracked_object(i: int) -> TrackedObject:
     return TrackedObject(
         id=7 + i,
@@ -32,6 +39,7 @@ def tracked_object(i: int) -> TrackedObject:
         bbox=RegionOfInterest(x_offset=10 + i, y_offset=20, width=30, height=40, do_rectify=False),
         area=1200 + i,
         frames_since_seen=i,
+        mask=png(i),
     )
 
 

@@ -37,8 +37,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from sa2va_ros.action import Chat
-from sa2va_ros.msg import Command, ObjectArray, Reply
+from sa2va_msgs.action import Chat
+from sa2va_msgs.msg import Command, ObjectArray, Reply
 
 BIN = Path(sys.executable).parent
 
@@ -183,6 +183,27 @@ class Planner(Node):
             while self._pubs[key].get_subscription_count() == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
         self._pubs[key].publish(msg)
+
+    def publish_until(
+        self,
+        topic: str,
+        msg: Any,
+        wait_topic: str,
+        predicate: Callable[[Any], bool],
+        timeout: float = 30.0,
+        period: float = 1.0,
+    ) -> Any:
+        """Publish ``msg`` (again every ``period`` s) until ``wait_topic`` has a message matching
+        ``predicate``; that message, or None. A best-effort subscriber can miss the first sample
+        of a publisher it has only just discovered (seen under Jazzy's rclpy)."""
+        after = self.count(wait_topic)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.publish(topic, msg)
+            found = self.wait_for(wait_topic, predicate, timeout=period, after=after)
+            if found is not None:
+                return found
+        return None
 
     def command(self, text: str) -> None:
         self.publish("command", String(data=text))
