@@ -56,12 +56,40 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 _shm_before = {p.name for p in SHM.glob("fast*")} if SHM.is_dir() else set()
 
 
+def _shm_in_use() -> set[str]:
+    """Names under /dev/shm that a live process maps or holds open.
+
+    Another pytest session (or a node it started) may be using segments created while this one
+    ran: deleting those stalls its Fast DDS shared-memory transport for good (seen with several
+    sessions at once: nodes stopped receiving anything, threads idle).
+    """
+    used: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            with open(proc / "maps") as maps:
+                used.update(line.rsplit("/dev/shm/", 1)[1].strip() for line in maps if "/dev/shm/" in line)
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/") :])
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return used
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the Fast DDS shared-memory segments and locks created during this session."""
+    """Remove the Fast DDS shared-memory segments and locks this session left behind.
+
+    Only files created during the session that no live process still uses: those of other
+    sessions running at the same time stay.
+    """
     if not SHM.is_dir():
         return
+    in_use = _shm_in_use()
     for path in SHM.glob("fast*"):
-        if path.name not in _shm_before:
+        if path.name not in _shm_before and path.name not in in_use:
             try:
                 path.unlink()
             except OSError:

@@ -118,13 +118,19 @@ def test_demo_camera_follows_the_transport_of_the_file_or_the_argument(tmp_path)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"image_transport": "compressed"}}}))
     chosen = plan({"params_file": str(path), "demo_camera": "true"}, SHARE, rviz_finder=no_rviz)
-    assert chosen.demo_camera == {"topic": "image", "compressed": True}
+    assert chosen.demo_camera == {"topic": "image", "compressed": True, "depth": False}
     chosen = plan(
         {"params_file": str(path), "demo_camera": "true", "image_transport": "raw"},
         SHARE,
         rviz_finder=no_rviz,
     )
-    assert chosen.demo_camera == {"topic": "image", "compressed": False}
+    assert chosen.demo_camera == {"topic": "image", "compressed": False, "depth": False}
+    # The demo scene's depth follows the node's depth_enabled, from the argument or the file.
+    chosen = plan({"demo_camera": "true", "depth_enabled": "true"}, SHARE, rviz_finder=no_rviz)
+    assert chosen.demo_camera["depth"] is True
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"depth_enabled": True}}}))
+    chosen = plan({"params_file": str(path), "demo_camera": "true"}, SHARE, rviz_finder=no_rviz)
+    assert chosen.demo_camera["depth"] is True
 
 
 def test_launch_file_uses_the_plan():

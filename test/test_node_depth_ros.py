@@ -27,10 +27,10 @@ from node_harness import Planner, Process, node_args, ros_environment, write_mod
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from sa2va_ros.demo_camera import DISTANCES, intrinsics, render, render_labels  # noqa: E402
 from sa2va_msgs.msg import ObjectArray, TrackedObject  # noqa: E402
-from sa2va_ros.node.image_codec import array_to_image  # noqa: E402
 from sa2va_msgs.srv import AddObject, RemoveObjects, Segment  # noqa: E402
+from sa2va_ros.demo_camera import DISTANCES, intrinsics, render, render_labels  # noqa: E402
+from sa2va_ros.node.image_codec import array_to_image  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
 W, H = 320, 240

@@ -14,9 +14,9 @@ from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from sa2va_ros.model.tracker import TrackedObject  # noqa: E402
 from sa2va_msgs.msg import ObjectArray  # noqa: E402
 from sa2va_msgs.msg import TrackedObject as TrackedObjectMsg  # noqa: E402
+from sa2va_ros.model.tracker import TrackedObject  # noqa: E402
 from sa2va_ros.node import depth as D  # noqa: E402
 from sa2va_ros.node import params as P  # noqa: E402
 from sa2va_ros.node.image_codec import array_to_image  # noqa: E402

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
-from sa2va_ros.model.images import mask_box
 from sa2va_msgs.msg import ObjectArray
 from sa2va_msgs.msg import TrackedObject as TrackedObjectMsg
+from sa2va_ros.model.images import mask_box
 from sa2va_ros.model.prompts import parse_grounded_caption
 
 from .image_codec import array_to_image

@@ -422,7 +422,13 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
     def _release(self) -> None:
         for camera in self._cameras:
             extra = (camera.depth.markers_pub, camera.depth.cloud_pub) if camera.depth is not None else ()
-            for pub in (camera.masks_pub, camera.objects_pub, camera.overlay_pub, camera.detections_pub, *extra):
+            for pub in (
+                camera.masks_pub,
+                camera.objects_pub,
+                camera.overlay_pub,
+                camera.detections_pub,
+                *extra,
+            ):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         for sub in self._command_subs:
