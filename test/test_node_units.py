@@ -283,14 +283,18 @@ def test_scheduler_is_fair_across_cameras():
 
 
 def test_recent_frames_are_spaced_in_time():
+    from std_msgs.msg import Header
+
     from sa2va_ros.node.camera import Frame
 
     camera = Camera("", None, recent_frames=3, recent_period=0.5)
     for i in range(10):
-        camera.remember(Frame(header=i, rgb=np.zeros((2, 2, 3), np.uint8), objects=[], received=i * 0.2))
+        header = Header()
+        header.stamp.sec = i
+        camera.remember(Frame(header=header, rgb=np.zeros((2, 2, 3), np.uint8), objects=[], received=i * 0.2))
     frames = camera.recent(3)
-    assert [f.header for f in frames] == [3, 6, 9], "spaced by >= 0.5 s, newest last"
-    assert camera.latest.header == 9
+    assert [f.header.stamp.sec for f in frames] == [3, 6, 9], "spaced by >= 0.5 s, newest last"
+    assert camera.latest.header.stamp.sec == 9
 
 
 def test_overlapping_objects_keep_their_own_masks_in_messages():
