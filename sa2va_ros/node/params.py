@@ -169,6 +169,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _between(1, 32768)),
     ParamSpec("max_command_length", 2000, "longest accepted command or question, in characters", True,
               _between(1, 1000000)),
+    ParamSpec("max_history_length", 8000,
+              "longest accepted chat history (all turns together, in characters); bounds the time a goal "
+              "spends in preprocessing, which cannot be interrupted", True, _between(0, 1000000)),
+    ParamSpec("max_prompt_points", 64, "most prompt points accepted in one add_object request", True,
+              _between(1, 100000)),
+    ParamSpec("max_object_ids", 256, "most object ids accepted in one REMOVE / DESCRIBE / remove_objects",
+              True, _between(1, 1000000)),
     ParamSpec("max_image_pixels", 16777216, "larger input images are refused (width x height)", True,
               _between(4, 1 << 31)),
     ParamSpec("request_timeout", 120.0, "seconds a service waits for the language worker", True,
@@ -210,6 +217,9 @@ class NodeParams:
     overlay_alpha: float
     max_new_tokens: int
     max_command_length: int
+    max_history_length: int
+    max_prompt_points: int
+    max_object_ids: int
     max_image_pixels: int
     request_timeout: float
 
