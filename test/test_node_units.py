@@ -289,3 +289,15 @@ def test_recent_frames_are_spaced_in_time():
     frames = camera.recent(3)
     assert [f.header for f in frames] == [3, 6, 9], "spaced by >= 0.5 s, newest last"
     assert camera.latest.header == 9
+
+
+def test_default_max_image_pixels_fits_the_shipped_fast_dds_segment():
+    """A raw rgb8 frame the node accepts by default must also be one the shipped profile carries."""
+    import xml.etree.ElementTree as ET
+
+    from sa2va_ros.node.node import FASTDDS_SEGMENT_BYTES
+
+    root = ET.parse(REPO / "config" / "fastdds_large_data.xml").getroot()
+    sizes = [int(e.text) for e in root.iter() if e.tag.endswith("segment_size")]
+    assert sizes == [FASTDDS_SEGMENT_BYTES]
+    assert P.SPECS["max_image_pixels"].default * 3 <= FASTDDS_SEGMENT_BYTES * 3 // 4

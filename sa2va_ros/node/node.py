@@ -80,6 +80,8 @@ SERVICE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     durability=DurabilityPolicy.VOLATILE,
 )
+#: segment_size of config/fastdds_large_data.xml (a unit test keeps the two equal).
+FASTDDS_SEGMENT_BYTES = 16 * 2**20
 #: Tracker settings that follow node parameters (TrackerConfig field -> parameter).
 TRACKER_FIELDS = {
     "presence_threshold": "presence_threshold",
@@ -304,6 +306,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self._diagnostics_timer = self.create_timer(
                 params.diagnostics_period, self._publish_diagnostics, callback_group=self._timer_group
             )
+        self._warn_transport_limit(params)
         self._load_error = ""
         self._phase = "inactive"
         # The model brings millions of long-lived Python objects (modules, tensors' wrappers,
@@ -584,9 +587,30 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             f"camera '{camera.name}': {what} on {camera.subscription.topic_name}. With Fast DDS, "
             "images over 512 KB (640x480 rgb8 is 900 KB) sent best_effort between processes are "
             "dropped by its default shared-memory segment: export FASTDDS_DEFAULT_PROFILES_FILE="
-            "<sa2va_ros share>/config/fastdds_large_data.xml for the camera and this node, or use "
-            "image_transport:=compressed, or reliable QoS on both sides (image_qos_reliability:=reliable)."
+            "<sa2va_ros share>/config/fastdds_large_data.xml for the camera and this node (its "
+            f"{FASTDDS_SEGMENT_BYTES >> 20} MiB segment carries raw frames up to {_carried_pixels()} pixels "
+            "of rgb8, e.g. 2048x2048), or use image_transport:=compressed, or reliable QoS on both sides "
+            "(image_qos_reliability:=reliable)."
         )
+
+    def _warn_transport_limit(self, params: P.NodeParams) -> None:
+        """Say so when max_image_pixels admits raw frames the shipped transport profile cannot carry.
+
+        Such frames never reach the node (Fast DDS drops them), so the node's own size check
+        would never get to explain anything: the limit that really applies is the segment's.
+        """
+        if params.image_transport != "raw":
+            return
+        largest = params.max_image_pixels * 3
+        if largest > FASTDDS_SEGMENT_BYTES:
+            self.get_logger().warning(
+                f"max_image_pixels={params.max_image_pixels} admits raw rgb8 frames of up to "
+                f"{largest / 2**20:.0f} MiB, but the {FASTDDS_SEGMENT_BYTES >> 20} MiB shared-memory "
+                f"segment of config/fastdds_large_data.xml carries frames up to {_carried_pixels()} pixels "
+                "(rgb8); "
+                "larger ones are lost in transport. Lower max_image_pixels, use image_transport:=compressed "
+                "or give your own Fast DDS profile a larger segment_size."
+            )
 
     def _check_publisher_qos(self, camera: Camera) -> None:
         sub = camera.subscription
@@ -669,6 +693,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                 lambda c: c.subscription.topic_name if c.subscription is not None else c.topic(topic),
             )
         )
+
+
+def _carried_pixels() -> int:
+    """rgb8 pixels of the largest frame the shipped profile's segment carries (headroom: 1/4)."""
+    return FASTDDS_SEGMENT_BYTES * 3 // 4 // 3
 
 
 def _describe_qos(qos) -> str:

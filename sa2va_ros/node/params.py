@@ -176,7 +176,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _between(1, 100000)),
     ParamSpec("max_object_ids", 256, "most object ids accepted in one REMOVE / DESCRIBE / remove_objects",
               True, _between(1, 1000000)),
-    ParamSpec("max_image_pixels", 16777216, "larger input images are refused (width x height)", True,
+    ParamSpec("max_image_pixels", 4194304,
+              "larger input images are refused (width x height); the default (2048 x 2048, 12 MiB as "
+              "rgb8) is what the 16 MiB shared-memory segment of config/fastdds_large_data.xml carries", True,
               _between(4, 1 << 31)),
     ParamSpec("request_timeout", 120.0, "seconds a service waits for the language worker", True,
               _between(0.1, 86400.0)),
