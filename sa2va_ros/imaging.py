@@ -195,8 +195,8 @@ def compressed_size(data, fmt: str = "") -> tuple[int, int]:
         raise ImageError(f"{what} declares too many pixels, refused before decoding: {exc}", "size") from None
     except Exception:  # noqa: BLE001 - PIL raises many types for an unreadable header
         raise ImageError(
-            f"{what}: no {', '.join(COMPRESSED_FORMATS)} header found; the data is corrupt or in an "
-            "unsupported format (send jpeg or png).",
+            f"{what} could not be decoded: no {', '.join(COMPRESSED_FORMATS)} header found; the data is "
+            "corrupt or in an unsupported format (send jpeg or png).",
             "format",
         ) from None
     if kind not in COMPRESSED_FORMATS:

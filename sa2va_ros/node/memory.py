@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import threading
 import time
@@ -59,5 +60,9 @@ class Trimmer:
                 return False
             self._last = now
             self.trims += 1
+        # Reference cycles among a request's objects (frames, answers, tensors' wrappers) hold
+        # their memory until the next collection; the model itself is frozen (gc.freeze after
+        # configure), so this pass only walks what was made since and costs a few milliseconds.
+        gc.collect()
         _TRIM(0)
         return True
