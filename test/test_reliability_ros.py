@@ -127,23 +127,9 @@ def transition(planner, node: Process, transition_id: int, reached: str) -> None
                 return
         except TimeoutError:
             pass
-        try:
-            if retried(lambda: planner.get_state(timeout=5)) == reached:
-                return
-        except TimeoutError:
-            spy(node)
-            raise
+        if retried(lambda: planner.get_state(timeout=5)) == reached:
+            return
     raise AssertionError(f"transition {transition_id} to {reached} failed:\n{node.log()[-3000:]}")
-
-
-def spy(node: Process) -> None:
-    """Debug aid: the node's threads, when py-spy is installed."""
-    import shutil
-    import subprocess
-
-    if shutil.which("py-spy"):
-        out = subprocess.run(["py-spy", "dump", "--pid", str(node.proc.pid)], capture_output=True, text=True)
-        Path("/tmp/abuse_spy.txt").write_text(out.stdout + out.stderr)
 
 
 def check_no_traceback(node: Process) -> None:
