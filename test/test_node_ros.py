@@ -288,7 +288,7 @@ def test_add_and_remove_objects_services(system):
     for kind, request in bad.items():
         r = planner.call(AddObject, "add_object", request)
         assert not r.success and r.message, kind
-    assert "outside the newest frame" in planner.call(AddObject, "add_object", bad["outside"]).message
+    assert "outside the frame (160x120)" in planner.call(AddObject, "add_object", bad["outside"]).message
     assert "unknown camera 'left'" in planner.call(AddObject, "add_object", bad["camera"]).message
     r = planner.call(
         RemoveObjects,

@@ -353,3 +353,15 @@ def test_camera_holds_recent_frames_by_stamp():
     assert camera.frame_at(2 * 10**9) is None and camera.frame_at(5 * 10**9).header.stamp.sec == 5
     assert camera.held_stamps() == (3, 3 * 10**9, 5 * 10**9)
     assert stamp_ns(Header()) == 0
+
+
+def test_default_max_image_pixels_fits_the_shipped_fast_dds_segment():
+    """A raw rgb8 frame the node accepts by default must also be one the shipped profile carries."""
+    import xml.etree.ElementTree as ET
+
+    from sa2va_ros.node.node import FASTDDS_SEGMENT_BYTES
+
+    root = ET.parse(REPO / "config" / "fastdds_large_data.xml").getroot()
+    sizes = [int(e.text) for e in root.iter() if e.tag.endswith("segment_size")]
+    assert sizes == [FASTDDS_SEGMENT_BYTES]
+    assert P.SPECS["max_image_pixels"].default * 3 <= FASTDDS_SEGMENT_BYTES * 3 // 4

@@ -1,9 +1,8 @@
 """Reading camera frames out of ROS 2 bags (mcap or sqlite3) without ROS, for offline replay.
 
-``rosbags`` (pure Python) parses the bag and the CDR messages; this module only turns
-``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage`` into RGB arrays. The image
-conversion is done with numpy/OpenCV here because the ROS ``cv_bridge`` is not available
-outside a ROS install.
+``rosbags`` (pure Python) parses the bag and the CDR messages; the images are decoded by
+:mod:`sa2va_ros.imaging`, the ROS-free decoder the live node uses too, so a replayed frame has
+exactly the pixels (byte order, 16-bit scaling, size limits) the node would have tracked.
 """
 
 from __future__ import annotations
@@ -12,23 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ..imaging import DEFAULT_MAX_PIXELS, ImageError, compressed_to_rgb8, image_to_rgb8
 from ..model.errors import InputError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
-#: Raw encodings we convert: name -> (channels, channel order to RGB).
-RAW_ENCODINGS = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-    "8uc1": (1, (0, 0, 0)),
-    "8uc3": (3, (2, 1, 0)),  # OpenCV's default channel order is BGR
-}
 
 
 @dataclass(frozen=True)
@@ -43,41 +32,20 @@ class BagFrame:
     image: np.ndarray
 
 
-def image_msg_to_rgb(msg: object) -> np.ndarray:
-    """Convert a deserialised ``sensor_msgs/msg/Image`` to (H, W, 3) uint8 RGB."""
-    enc = str(msg.encoding).lower()
-    if enc not in RAW_ENCODINGS:
-        raise InputError(
-            f"image encoding '{msg.encoding}' is not supported; use one of "
-            f"{', '.join(sorted(RAW_ENCODINGS))} (or record the /compressed topic)."
-        )
-    channels, order = RAW_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = (
-        np.frombuffer(bytes(msg.data), dtype=np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
-    )
-    if step < w * channels or data.size < h * step:
-        raise InputError(f"image message is truncated: {data.size} bytes for {w}x{h} {enc} with step {step}.")
-    rows = data[: h * step].reshape(h, step)[:, : w * channels]  # drop row padding
-    pix = rows.reshape(h, w, channels)
-    return np.ascontiguousarray(pix[:, :, list(order)])
+def image_msg_to_rgb(msg: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A deserialised ``sensor_msgs/msg/Image`` as (H, W, 3) uint8 RGB, decoded like the live node does."""
+    try:
+        return image_to_rgb8(msg, max_pixels)
+    except ImageError as exc:
+        raise InputError(f"a bag image: {exc}") from None
 
 
-def compressed_msg_to_rgb(msg: object) -> np.ndarray:
-    """Convert a deserialised ``sensor_msgs/msg/CompressedImage`` (jpeg/png) to RGB."""
-    fmt = str(msg.format).lower()
-    if "compresseddepth" in fmt or not any(k in fmt for k in ("jpeg", "jpg", "png")):
-        raise InputError(f"compressed image format '{msg.format}' is not supported; jpeg and png are.")
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"a {msg.format} image in the bag could not be decoded.")
-    if img.dtype != np.uint8:  # 16-bit PNG: keep the high byte
-        img = (img >> 8).astype(np.uint8)
-    if img.ndim == 2:
-        return np.repeat(img[:, :, None], 3, axis=2)
-    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(img, code)
+def compressed_msg_to_rgb(msg: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A deserialised ``sensor_msgs/msg/CompressedImage`` as RGB, decoded like the live node does."""
+    try:
+        return compressed_to_rgb8(msg, max_pixels)
+    except ImageError as exc:
+        raise InputError(f"a bag image: {exc}") from None
 
 
 def _reader(bag: Path):

@@ -35,6 +35,9 @@ class NodeSnapshot:
     completed: int = 0
     worker_busy_s: float = 0.0
     gpu_memory_bytes: int | None = None
+    rss_bytes: int = 0
+    #: Request messages the middleware reported lost before they reached the node.
+    requests_lost: int = 0
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -97,6 +100,8 @@ class Diagnostics:
             _kv("requests rejected", node.rejected),
             _kv("requests completed", node.completed),
             _kv("language worker busy fraction", busy_fraction),
+            _kv("requests lost in transport", node.requests_lost),
+            _kv("resident memory (MiB)", f"{node.rss_bytes / 2**20:.0f}"),
         ]
         if node.gpu_memory_bytes is not None:
             values.append(_kv("GPU memory allocated (MiB)", f"{node.gpu_memory_bytes / 2**20:.0f}"))

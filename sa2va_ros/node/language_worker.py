@@ -105,11 +105,14 @@ class LanguageWorker:
         max_queue: int,
         thread_setup: Callable[[], None] | None = None,
         name: str = "sa2va-language",
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be >= 1")
         self.max_queue = max_queue
         self._setup = thread_setup
+        #: Called on the worker thread each time the last waiting job is done (memory trimming).
+        self._on_idle = on_idle
         self._name = name
         self._cond = threading.Condition()
         self._requests: collections.deque[Job] = collections.deque()
@@ -212,8 +215,16 @@ class LanguageWorker:
                 job = self._requests.popleft() if self._requests else self._background.popleft()
                 self._current = job
             job._run()
+            del job  # its closure holds the request's frame and answer: not until the next job
             with self._cond:
-                self._current = None
+                current, self._current = self._current, None
                 self.completed += 1
-                if job.started is not None and job.finished is not None:
-                    self._busy_time += job.finished - job.started
+                if current.started is not None and current.finished is not None:
+                    self._busy_time += current.finished - current.started
+                idle = not self._requests and not self._background
+            del current
+            if idle and self._on_idle is not None:
+                try:
+                    self._on_idle()
+                except Exception:  # noqa: BLE001 - housekeeping must never stop the worker
+                    log.exception("language worker idle hook failed")

@@ -31,7 +31,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -59,6 +59,7 @@ from .diagnostics import Diagnostics, NodeSnapshot
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
 from .load_errors import load_hint
+from .memory import Trimmer, rss_bytes
 from .messages import is_drawn, masks_image, object_array
 from .overlay import OverlayItem, render_overlay
 from .requests import RequestHandlers
@@ -71,7 +72,27 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-REQUEST_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+#: Command topics and replies: deep, so that a burst from a planner reaches the node's own bounded
+#: queue, which answers every request it cannot take with a rejection; at rclpy's default depth
+#: of 10 a burst of 1,000 commands lost 977 in DDS without a word.
+REQUEST_DEPTH = 1000
+#: Services and the action's services keep every request (KEEP_ALL: reliable flow control makes
+#: a client wait instead of losing its request); 50 concurrent calls at depth 10 lost 39.
+SERVICE_DEPTH = 100
+REQUEST_QOS = QoSProfile(
+    depth=REQUEST_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    durability=DurabilityPolicy.VOLATILE,
+)
+SERVICE_QOS = QoSProfile(
+    depth=SERVICE_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_ALL,
+    durability=DurabilityPolicy.VOLATILE,
+)
+#: segment_size of config/fastdds_large_data.xml (a unit test keeps the two equal).
+FASTDDS_SEGMENT_BYTES = 16 * 2**20
 #: Tracker settings that follow node parameters (TrackerConfig field -> parameter).
 TRACKER_FIELDS = {
     "presence_threshold": "presence_threshold",
@@ -115,44 +136,42 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._tracking: TrackingLoop | None = None
         self._worker: LanguageWorker | None = None
         self._command_subs: list = []
-        self._throttle: dict[str, float] = {}
+        self._throttle: dict[str, list] = {}  # key -> [last warning time, warnings suppressed since]
+        self._chat_lock = threading.Lock()
+        self._chat_pending = 0  # chat goals accepted but not yet queued on the worker
+        #: Requests the middleware reported lost before they reached a callback (message_lost).
+        self._requests_lost = 0
+        self._trim = Trimmer()  # when the language worker goes idle, and on cleanup
+        self._periodic_trim = Trimmer(min_interval=10.0)  # tracking-only load
         self._transition_lock = threading.Lock()
 
         self._request_group = ReentrantCallbackGroup()
         self._image_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._reply_pub = self.create_publisher(Reply, "reply", REQUEST_QOS)
-        self.create_subscription(
-            String,
-            "command",
-            lambda msg: self._on_command("", msg),
-            REQUEST_QOS,
-            callback_group=self._request_group,
-        )
-        self.create_subscription(
-            Command,
-            "command_request",
-            self._on_command_request,
-            REQUEST_QOS,
-            callback_group=self._request_group,
-        )
-        self.create_service(Segment, "segment", self._srv_segment, callback_group=self._request_group)
-        self.create_service(Ask, "ask", self._srv_ask, callback_group=self._request_group)
-        self.create_service(
-            DescribeRegion, "describe_region", self._srv_describe, callback_group=self._request_group
-        )
-        self.create_service(AddObject, "add_object", self._srv_add_object, callback_group=self._request_group)
-        self.create_service(
-            RemoveObjects, "remove_objects", self._srv_remove_objects, callback_group=self._request_group
-        )
+        self._command_request_sub(String, "command", lambda msg: self._on_command("", msg))
+        self._command_request_sub(Command, "command_request", self._on_command_request)
+        for srv_type, name, callback in (
+            (Segment, "segment", self._srv_segment),
+            (Ask, "ask", self._srv_ask),
+            (DescribeRegion, "describe_region", self._srv_describe),
+            (AddObject, "add_object", self._srv_add_object),
+            (RemoveObjects, "remove_objects", self._srv_remove_objects),
+        ):
+            self.create_service(
+                srv_type, name, callback, qos_profile=SERVICE_QOS, callback_group=self._request_group
+            )
         self._chat_server = ActionServer(
             self,
             Chat,
             "chat",
             execute_callback=self._execute_chat,
-            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            goal_callback=self._on_chat_goal,
             cancel_callback=lambda handle: CancelResponse.ACCEPT,
             callback_group=self._request_group,
+            goal_service_qos_profile=SERVICE_QOS,
+            result_service_qos_profile=SERVICE_QOS,
+            cancel_service_qos_profile=SERVICE_QOS,
         )
         self._diagnostics = Diagnostics(self.get_name())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -160,6 +179,20 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self._startup_value("diagnostics_period"),
             self._publish_diagnostics,
             callback_group=self._timer_group,
+        )
+
+    def _command_request_sub(self, msg_type: type, topic: str, callback) -> Any:
+        """A request subscription whose middleware losses are counted (the only ones DDS reports)."""
+        events = SubscriptionEventCallbacks(message_lost=self._on_request_lost)
+        return self.create_subscription(
+            msg_type, topic, callback, REQUEST_QOS, callback_group=self._request_group, event_callbacks=events
+        )
+
+    def _on_request_lost(self, info: Any) -> None:
+        self._requests_lost += int(getattr(info, "total_count_change", 1))
+        self._warn_throttled(
+            "requests-lost",
+            f"{self._requests_lost} command(s) were lost in transport before reaching the node",
         )
 
     # ------------------------------------------------------------------ parameters
@@ -314,12 +347,10 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                     )
                 if camera.prefix:  # `command` itself exists from start-up (first camera)
                     self._command_subs.append(
-                        self.create_subscription(
+                        self._command_request_sub(
                             String,
                             camera.topic("command"),
                             lambda msg, c=camera.name: self._on_command(c, msg),
-                            REQUEST_QOS,
-                            callback_group=self._request_group,
                         )
                     )
                 self._cameras.append(camera)
@@ -332,6 +363,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self._diagnostics_timer = self.create_timer(
                 params.diagnostics_period, self._publish_diagnostics, callback_group=self._timer_group
             )
+        self._warn_transport_limit(params)
         self._load_error = ""
         self._phase = "inactive"
         # The model brings millions of long-lived Python objects (modules, tensors' wrappers,
@@ -358,7 +390,9 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._scheduler = FrameScheduler(self._cameras)
         for camera in self._cameras:
             self._subscribe(camera, params)
-        self._worker = LanguageWorker(params.language_queue_size, thread_setup=self._language_thread_setup)
+        self._worker = LanguageWorker(
+            params.language_queue_size, thread_setup=self._language_thread_setup, on_idle=self._trim
+        )
         self._worker.start()
         self._tracking = TrackingLoop(
             self._scheduler, self._process_frame, self._on_tracking_error, self._tracking_thread_setup
@@ -440,12 +474,16 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._model = None
         self._params = None  # the next configure reads the parameters again
         self._phase = "unconfigured"
+        self._tracking = None
+        self._worker = None
+        self._scheduler = None
         gc.unfreeze()  # frozen at configure; the released model must become collectable again
         gc.collect()
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
+        self._trim(force=True)  # the model's freed weights go back to the system, not to glibc
 
     # ------------------------------------------------------------------ threads
 
@@ -468,10 +506,20 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             os.setpriority(os.PRIO_PROCESS, tid, min(19, current + params.language_nice))
 
     def _warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
+        """One WARN per ``key`` (a kind of problem, never a message's text) and ``period``.
+
+        A flood of varied garbage of one kind writes one line per period, saying how many like
+        it were not written; another kind of problem still gets its own line at once.
+        """
         now = time.monotonic()
-        if now - self._throttle.get(key, -1e9) >= period:
-            self._throttle[key] = now
-            self.get_logger().warning(message)
+        entry = self._throttle.setdefault(key, [-1e9, 0])
+        if now - entry[0] < period:
+            entry[1] += 1
+            return
+        if entry[1]:
+            message += f" ({entry[1]} more like it in the last {now - entry[0]:.0f} s not logged)"
+        entry[0], entry[1] = now, 0
+        self.get_logger().warning(message)
 
     # ------------------------------------------------------------------ images and tracking
 
@@ -532,7 +580,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             camera.stats.bad_frames += 1
             camera.stats.last_error = str(exc)
             # Throttled per camera and kind of problem, so one bad frame never hides another.
-            key = f"bad-frame:{camera.name}:{str(exc)[:20]}"
+            key = f"bad-frame:{camera.name}:{exc.kind}"
             self._warn_throttled(key, f"camera '{camera.name}': frame skipped: {exc}")
             return
         header = msg.header
@@ -635,9 +683,30 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             f"camera '{camera.name}': {what} on {camera.subscription.topic_name}. With Fast DDS, "
             "images over 512 KB (640x480 rgb8 is 900 KB) sent best_effort between processes are "
             "dropped by its default shared-memory segment: export FASTDDS_DEFAULT_PROFILES_FILE="
-            "<sa2va_ros share>/config/fastdds_large_data.xml for the camera and this node, or use "
-            "image_transport:=compressed, or reliable QoS on both sides (image_qos_reliability:=reliable)."
+            "<sa2va_ros share>/config/fastdds_large_data.xml for the camera and this node (its "
+            f"{FASTDDS_SEGMENT_BYTES >> 20} MiB segment carries raw frames up to {_carried_pixels()} pixels "
+            "of rgb8, e.g. 2048x2048), or use image_transport:=compressed, or reliable QoS on both sides "
+            "(image_qos_reliability:=reliable)."
         )
+
+    def _warn_transport_limit(self, params: P.NodeParams) -> None:
+        """Say so when max_image_pixels admits raw frames the shipped transport profile cannot carry.
+
+        Such frames never reach the node (Fast DDS drops them), so the node's own size check
+        would never get to explain anything: the limit that really applies is the segment's.
+        """
+        if params.image_transport != "raw":
+            return
+        largest = params.max_image_pixels * 3
+        if largest > FASTDDS_SEGMENT_BYTES:
+            self.get_logger().warning(
+                f"max_image_pixels={params.max_image_pixels} admits raw rgb8 frames of up to "
+                f"{largest / 2**20:.0f} MiB, but the {FASTDDS_SEGMENT_BYTES >> 20} MiB shared-memory "
+                f"segment of config/fastdds_large_data.xml carries frames up to {_carried_pixels()} pixels "
+                "(rgb8); "
+                "larger ones are lost in transport. Lower max_image_pixels, use image_transport:=compressed "
+                "or give your own Fast DDS profile a larger segment_size."
+            )
 
     def _check_publisher_qos(self, camera: Camera) -> None:
         sub = camera.subscription
@@ -676,6 +745,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
+        # Frames are decoded and tracked on the tracking thread, whose freed pages glibc keeps in
+        # that thread's arena; the worker's idle hook trims too, but a node that only tracks
+        # never goes through it.
+        if self._phase == "active":
+            self._periodic_trim()
         for camera in self._cameras:
             self._check_publisher_qos(camera)
         worker = self._worker
@@ -701,6 +775,8 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             completed=worker.completed if worker else 0,
             worker_busy_s=worker.busy_seconds() if worker else 0.0,
             gpu_memory_bytes=gpu,
+            rss_bytes=rss_bytes(),
+            requests_lost=self._requests_lost,
         )
         topic = (params.image_topic if params else "image") + (
             "/compressed" if params and params.image_transport == "compressed" else ""
@@ -760,6 +836,11 @@ def _descriptor(spec: P.ParamSpec, dynamic_typing: bool = False, ranged: bool = 
             IntegerRange(from_value=int(low), to_value=int(high if high is not None else 2**63 - 1))
         ]
     return descriptor
+
+
+def _carried_pixels() -> int:
+    """rgb8 pixels of the largest frame the shipped profile's segment carries (headroom: 1/4)."""
+    return FASTDDS_SEGMENT_BYTES * 3 // 4 // 3
 
 
 def _describe_qos(qos) -> str:

@@ -185,6 +185,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "overlay images per second per camera (0 = off; rendered only while someone subscribes)", True,
               _between(0.0, 1000.0)),
     ParamSpec("overlay_alpha", 0.5, "mask opacity in the overlay", True, _between(0.0, 1.0)),
+    ParamSpec("object_masks", False,
+              "every object on `objects` also carries its own mask (PNG): lossless where objects overlap, "
+              "about 0.5 ms of encoding per object and frame at 640x480", True),
     # --- 3D from a registered depth image (RGB-D cameras) ---
     ParamSpec("depth_enabled", False,
               "subscribe to each camera's depth image and camera_info and publish 3D positions, markers "
@@ -212,15 +215,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "object point clouds per second per camera (0 = off; built only while someone subscribes)",
               True, _between(0.0, 1000.0)),
     ParamSpec("cloud_points", 256, "points per object in the object point cloud", True, _between(1, 100000)),
-    ParamSpec("object_masks", False,
-              "every object on `objects` also carries its own mask (PNG): lossless where objects overlap, "
-              "about 0.5 ms of encoding per object and frame at 640x480", True),
     # --- requests (dynamic) ---
     ParamSpec("max_new_tokens", 512, "default answer length limit of ask / chat / describe", True,
               _between(1, 32768)),
     ParamSpec("max_command_length", 2000, "longest accepted command or question, in characters", True,
               _between(1, 1000000)),
-    ParamSpec("max_image_pixels", 16777216, "larger input images are refused (width x height)", True,
+    ParamSpec("max_history_length", 8000,
+              "longest accepted chat history (all turns together, in characters); bounds the time a goal "
+              "spends in preprocessing, which cannot be interrupted", True, _between(0, 1000000)),
+    ParamSpec("max_prompt_points", 64, "most prompt points accepted in one add_object request", True,
+              _between(1, 100000)),
+    ParamSpec("max_object_ids", 256, "most object ids accepted in one REMOVE / DESCRIBE / remove_objects",
+              True, _between(1, 1000000)),
+    ParamSpec("max_image_pixels", 4194304,
+              "larger input images are refused (width x height); the default (2048 x 2048, 12 MiB as "
+              "rgb8) is what the 16 MiB shared-memory segment of config/fastdds_large_data.xml carries", True,
               _between(4, 1 << 31)),
     ParamSpec("request_timeout", 120.0, "seconds a service waits for the language worker", True,
               _between(0.1, 86400.0)),
@@ -274,6 +283,9 @@ class NodeParams:
     object_masks: bool
     max_new_tokens: int
     max_command_length: int
+    max_history_length: int
+    max_prompt_points: int
+    max_object_ids: int
     max_image_pixels: int
     request_timeout: float
 

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from rclpy.action import GoalResponse
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -28,11 +29,32 @@ from .image_codec import ImageError, image_to_rgb8, is_empty, mask_from_image
 from .language_worker import CancelledError, QueueFullError, WorkerStoppedError
 from .mask_codec import mask_message
 from .messages import FoundObject, clean_text, found_objects
-from .tasks import SOURCE_LATEST_FRAME, Answer, LanguageTasks
+from .tasks import SOURCE_LATEST_FRAME, SOURCE_NONE, Answer, LanguageTasks
+from .validation import ValidationError, id_list, prefix
+from .validation import box as checked_box
+from .validation import object_ids as checked_ids
+from .validation import point as checked_point
+from .validation import points as checked_points
 
 
 class RequestError(Exception):
-    """A request cannot be served; the message goes back to the caller as is."""
+    """A request cannot be served; the message goes back to the caller as is.
+
+    ``kind`` names the kind of problem (not the message), so log throttling groups a flood of
+    one kind of bad request without hiding another kind.
+    """
+
+    def __init__(self, message: str, kind: str = "request") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: Everything a request handler turns into ``success=false`` and its message.
+REFUSED = (RequestError, ValidationError, InputError, ImageError)
+
+
+def _kind(exc: BaseException) -> str:
+    return getattr(exc, "kind", type(exc).__name__)
 
 
 class RequestHandlers:
@@ -65,16 +87,18 @@ class RequestHandlers:
             if camera.name.strip("/") == wanted:
                 return camera
         known = ", ".join(repr(c.name) for c in self._cameras)
-        raise RequestError(f"unknown camera '{name}'; this node serves: {known}")
+        raise RequestError(f"unknown camera '{prefix(name, 80)}'; this node serves: {known}", "camera")
 
     def _check_text(self, text: str, what: str) -> str:
         text = (text or "").strip()
         if not text:
-            raise RequestError(f"empty {what}: say what to find or ask, e.g. 'the red mug on the left'")
+            raise RequestError(
+                f"empty {what}: say what to find or ask, e.g. 'the red mug on the left'", "text"
+            )
         limit = self._params.max_command_length
         if len(text) > limit:
             raise RequestError(
-                f"{what} is {len(text)} characters long; the limit is {limit} (max_command_length)"
+                f"{what} is {len(text)} characters long; the limit is {limit} (max_command_length)", "text"
             )
         return text
 
@@ -85,14 +109,14 @@ class RequestHandlers:
         try:
             rgb = image_to_rgb8(image, self._params.max_image_pixels)
         except ImageError as exc:
-            raise RequestError(f"image: {exc}") from exc
+            raise RequestError(f"image: {exc}", "image") from exc
         return Frame(image.header, rgb, [], time.monotonic())
 
     def _newest(self, camera: Camera) -> Frame:
         try:
             return LanguageTasks.newest(camera)
         except InputError as exc:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(str(exc), "frame") from exc
 
     def _stamped(self, camera: Camera, stamp) -> Frame | None:
         """The camera frame a request names by header stamp; None for a zero stamp (the newest)."""
@@ -116,11 +140,11 @@ class RequestHandlers:
     def _submit(self, kind: str, fn: Callable) -> Any:
         worker = self._worker
         if worker is None:
-            raise RequestError(f"{kind} refused: the node is not active")
+            raise RequestError(f"{kind} refused: the node is not active", "state")
         try:
             return worker.submit(fn, kind)
         except (QueueFullError, WorkerStoppedError) as exc:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(str(exc), "queue") from exc
 
     def _result(self, kind: str, job: Any, cancel: Callable[[], bool] | None = None) -> Any:
         """Wait for a job (request_timeout), mapping every failure to a RequestError."""
@@ -152,7 +176,13 @@ class RequestHandlers:
         self._on_command_request(Command(action=Command.ADD, camera=camera, text=msg.data))
 
     def _on_command_request(self, msg: Command) -> None:
-        reply = Reply(request_id=msg.request_id, camera=msg.camera, action=msg.action, request_text=msg.text)
+        # Echo a prefix only: a 10 MB command must not come back as a 10 MB reply.
+        reply = Reply(
+            request_id=prefix(msg.request_id),
+            camera=prefix(msg.camera, 80),
+            action=msg.action,
+            request_text=prefix(msg.text),
+        )
         try:
             camera = self._camera(msg.camera)
             reply.camera = camera.name
@@ -167,25 +197,32 @@ class RequestHandlers:
                     lambda job: self._tasks.ask(camera, question, SOURCE_LATEST_FRAME, None, False, job),
                 )
             elif msg.action == Command.DESCRIBE:
-                ids = list(msg.object_ids)
+                ids = checked_ids(msg.object_ids, self._params.max_object_ids, "DESCRIBE")
                 if not ids:
-                    raise RequestError("DESCRIBE needs object_ids")
+                    raise RequestError("DESCRIBE needs object_ids", "ids")
                 self._submit_with_reply(
                     reply, "describe", lambda job: self._describe_objects(camera, ids, job)
                 )
             elif msg.action in (Command.REMOVE, Command.CLEAR):
-                removed, unknown = self._remove(camera, list(msg.object_ids), msg.action == Command.CLEAR)
+                ids = checked_ids(msg.object_ids, self._params.max_object_ids, "REMOVE")
+                if msg.action == Command.REMOVE and not ids:
+                    # The remove_objects service refuses the same request: one rule for both paths.
+                    raise RequestError("REMOVE needs object_ids (CLEAR removes every object)", "ids")
+                removed, unknown = self._remove(camera, ids, msg.action == Command.CLEAR)
                 reply.success = not unknown
                 reply.message = _removal_message(removed, unknown, camera)
                 self._reply_pub.publish(reply)
             else:
                 raise RequestError(
-                    f"unknown action {msg.action}; use Command.ADD=0, REMOVE=1, CLEAR=2, ASK=3 or DESCRIBE=4"
+                    f"unknown action {msg.action}; use Command.ADD=0, REMOVE=1, CLEAR=2, ASK=3 or DESCRIBE=4",
+                    "action",
                 )
-        except RequestError as exc:
+        except REFUSED as exc:
             reply.success = False
             reply.message = str(exc)
-            self.get_logger().warning(f"request '{msg.request_id}' refused: {exc}")
+            self._warn_throttled(
+                f"refused:{_kind(exc)}", f"request '{reply.request_id}' refused: {prefix(str(exc), 500)}"
+            )
             self._reply_pub.publish(reply)
 
     def _submit_with_reply(self, reply: Reply, kind: str, fn: Callable) -> None:
@@ -229,7 +266,9 @@ class RequestHandlers:
         known = camera.tracker.object_ids
         if object_id in known:
             raise RequestError(f"object {object_id} has no mask yet (it is grounded on the next frame)")
-        raise RequestError(f"unknown object id {object_id} on camera '{camera.name}'; tracked ids: {known}")
+        raise RequestError(
+            f"unknown object id {object_id} on camera '{camera.name}'; tracked ids: {id_list(known)}", "ids"
+        )
 
     def _remove(self, camera: Camera, ids: list[int], clear: bool) -> tuple[list[int], list[int]]:
         if clear:
@@ -256,7 +295,7 @@ class RequestHandlers:
             res.objects, res.masks = found_objects(answer.found, answer.shape, answer.frame.header)
             res.success = bool(answer.found)
             res.message = _answer_message("segment", answer)
-        except RequestError as exc:
+        except REFUSED as exc:
             res.success, res.message = False, str(exc)
         return res
 
@@ -264,6 +303,7 @@ class RequestHandlers:
         try:
             camera = self._camera(req.camera)
             question = self._check_text(req.question, "question")
+            _check_source(req.source)
             frame = self._given_frame(req.image)
             if frame is not None and req.source != Ask.Request.SOURCE_LATEST_FRAME:
                 raise RequestError(
@@ -277,7 +317,7 @@ class RequestHandlers:
             res.objects, res.masks = found_objects(answer.found, answer.shape, header)
             res.success = True
             res.message = _answer_message("ask", answer)
-        except RequestError as exc:
+        except REFUSED as exc:
             res.success, res.message = False, str(exc)
         return res
 
@@ -295,11 +335,12 @@ class RequestHandlers:
                     region["mask"] = mask_from_image(req.mask, frame.rgb.shape[:2])
                 except ImageError as exc:
                     raise RequestError(str(exc)) from exc
-            elif req.box.width > 0 or req.box.height > 0:
-                b = req.box
-                region["box"] = (b.x_offset, b.y_offset, b.x_offset + b.width, b.y_offset + b.height)
+            elif req.box.width > 0 or req.box.height > 0 or req.box.x_offset or req.box.y_offset:
+                b, (h, w) = req.box, frame.rgb.shape[:2]
+                region["box"] = checked_box(b.x_offset, b.y_offset, b.width, b.height, w, h)
             elif req.use_point:
-                region["point"] = (req.point_x, req.point_y)
+                h, w = frame.rgb.shape[:2]
+                region["point"] = checked_point(req.point_x, req.point_y, w, h)
             elif req.object_id:
                 if given is not None:
                     raise RequestError("object_id refers to the camera's frames: leave image empty")
@@ -314,7 +355,7 @@ class RequestHandlers:
                 res.mask = mask_message(answer.region_mask, frame.header)
             res.success = True
             res.message = _answer_message("describe", answer)
-        except RequestError as exc:
+        except REFUSED as exc:
             res.success, res.message = False, str(exc)
         return res
 
@@ -329,27 +370,15 @@ class RequestHandlers:
             if not is_empty(req.mask):
                 kwargs["mask"] = mask_from_image(req.mask, (h, w), "mask")
             else:
-                if req.box.width > 0 or req.box.height > 0:
-                    b = req.box
-                    kwargs["box"] = (b.x_offset, b.y_offset, b.x_offset + b.width, b.y_offset + b.height)
-                if len(req.points_x) or len(req.points_y):
-                    if len(req.points_x) != len(req.points_y):
-                        raise RequestError(
-                            f"points_x has {len(req.points_x)} values but points_y {len(req.points_y)}"
-                        )
-                    labels = list(req.point_labels) or [1] * len(req.points_x)
-                    if len(labels) != len(req.points_x):
-                        raise RequestError(
-                            f"point_labels has {len(labels)} values for {len(req.points_x)} points"
-                        )
-                    kwargs["points"] = list(zip(req.points_x, req.points_y, strict=True))
-                    kwargs["point_labels"] = labels
+                b = req.box
+                if b.width > 0 or b.height > 0 or b.x_offset or b.y_offset:
+                    kwargs["box"] = checked_box(b.x_offset, b.y_offset, b.width, b.height, w, h)
+                if len(req.points_x) or len(req.points_y) or len(req.point_labels):
+                    kwargs["points"], kwargs["point_labels"] = checked_points(
+                        req.points_x, req.points_y, req.point_labels, w, h, self._params.max_prompt_points
+                    )
                 if not kwargs:
-                    raise RequestError("give a box, points or a mask")
-                for x, y in kwargs.get("points", []):
-                    if not (0 <= x < w and 0 <= y < h):
-                        which = "the frame it names" if stamped is not None else "the newest frame"
-                        raise RequestError(f"point ({x}, {y}) is outside {which} ({w}x{h})")
+                    raise RequestError("give a box, points or a mask", "region")
             res.header = frame.header
             if stamped is not None:
                 # The prompt belongs to that frame: SAM-2 turns it into the object's mask there,
@@ -358,7 +387,9 @@ class RequestHandlers:
                 if mask is None:
                     mask = self._model.sam2.mask_from_prompt(stamped.rgb, **kwargs)
                     if not mask.any():
-                        raise RequestError("SAM-2 found no object at the prompt on the frame it names")
+                        raise RequestError(
+                            "SAM-2 found no object at the prompt on the frame it names", "region"
+                        )
                 kwargs = {"mask": mask}
                 res.mask = mask_message(mask, frame.header)
             object_id = camera.tracker.add_object(label=label, **kwargs)
@@ -366,9 +397,7 @@ class RequestHandlers:
             res.success, res.object_id = True, int(object_id)
             on = "prompted on the frame it names, " if stamped is not None else ""
             res.message = f"tracking object {object_id} ('{label}'), {on}from the next frame"
-        except (InputError, ImageError) as exc:
-            res.success, res.message = False, str(exc)
-        except RequestError as exc:
+        except REFUSED as exc:
             res.success, res.message = False, str(exc)
         return res
 
@@ -378,16 +407,59 @@ class RequestHandlers:
         try:
             camera = self._camera(req.camera)
             if not req.clear_all and not len(req.object_ids):
-                raise RequestError("give object_ids or set clear_all")
-            removed, unknown = self._remove(camera, [int(i) for i in req.object_ids], req.clear_all)
+                raise RequestError("give object_ids or set clear_all", "ids")
+            ids = checked_ids(req.object_ids, self._params.max_object_ids, "remove_objects")
+            removed, unknown = self._remove(camera, ids, req.clear_all)
             res.removed, res.unknown = removed, unknown
             res.success = not unknown
             res.message = _removal_message(removed, unknown, camera)
-        except RequestError as exc:
+        except REFUSED as exc:
             res.success, res.message = False, str(exc)
         return res
 
     # ------------------------------------------------------------------ chat action
+
+    def _on_chat_goal(self, goal: Chat.Goal) -> GoalResponse:
+        """Accept a goal only when the worker can still queue it; reject it at once otherwise.
+
+        Accepted goals that have not reached the worker yet hold a slot, so a burst of 50 goals
+        gets as many acceptances as the queue has room for and 50 - that many rejections.
+        """
+        worker = self._worker
+        with self._chat_lock:
+            if (
+                self._phase == "active"
+                and worker is not None
+                and worker.depth + self._chat_pending >= worker.max_queue
+            ):
+                worker.rejected += 1
+                self._warn_throttled(
+                    "refused:queue", f"chat goal rejected: language_queue_size={worker.max_queue} is full"
+                )
+                return GoalResponse.REJECT
+            self._chat_pending += 1
+        return GoalResponse.ACCEPT
+
+    def _release_chat_slot(self) -> None:
+        with self._chat_lock:
+            self._chat_pending = max(0, self._chat_pending - 1)
+
+    def _checked_history(self, users, assistants) -> list[Turn]:
+        if len(users) != len(assistants):
+            raise RequestError(
+                f"history_user has {len(users)} turns but history_assistant {len(assistants)}; "
+                "they must pair up",
+                "history",
+            )
+        size = sum(len(t) for t in users) + sum(len(t) for t in assistants)
+        limit = self._params.max_history_length
+        if size > limit:
+            raise RequestError(
+                f"chat history is {size} characters in {len(users)} turns; the limit is {limit} "
+                "(max_history_length): send fewer or shorter turns",
+                "history",
+            )
+        return [Turn(u, a) for u, a in zip(users, assistants, strict=True)]
 
     def _execute_chat(self, goal_handle) -> Chat.Result:
         goal = goal_handle.request
@@ -405,31 +477,41 @@ class RequestHandlers:
             goal_handle.publish_feedback(Chat.Feedback(text=text, delta=delta, tokens=state["tokens"]))
 
         try:
-            camera = self._camera(goal.camera)
-            prompt = self._check_text(goal.prompt, "prompt")
-            if len(goal.history_user) != len(goal.history_assistant):
-                raise RequestError(
-                    f"history_user has {len(goal.history_user)} turns but history_assistant "
-                    f"{len(goal.history_assistant)}; they must pair up"
+            try:
+                camera = self._camera(goal.camera)
+                prompt = self._check_text(goal.prompt, "prompt")
+                _check_source(goal.source)
+                history = self._checked_history(goal.history_user, goal.history_assistant)
+                # 0 = the node's default; a caller may ask for less, never for more.
+                cap = self._params.max_new_tokens
+                limit = min(int(goal.max_new_tokens), cap) if goal.max_new_tokens else cap
+                frames = [self._given_frame(image) for image in goal.images]
+                if any(f is None for f in frames):
+                    raise RequestError("images: an image in the list is empty", "image")
+                frame, source = None, goal.source
+                if len(frames) == 1:
+                    frame, source = frames[0], Chat.Goal.SOURCE_LATEST_FRAME
+                elif frames:
+                    source = Chat.Goal.SOURCE_RECENT_FRAMES
+                job = self._submit(
+                    "chat",
+                    lambda job: self._tasks.ask(
+                        camera,
+                        prompt,
+                        source,
+                        frame,
+                        goal.track,
+                        job,
+                        history,
+                        limit,
+                        on_text,
+                        frames or None,
+                    ),
                 )
-            history = [Turn(u, a) for u, a in zip(goal.history_user, goal.history_assistant, strict=True)]
-            limit = int(goal.max_new_tokens)
-            frames = [self._given_frame(image) for image in goal.images]
-            if any(f is None for f in frames):
-                raise RequestError("images: an image in the list is empty")
-            frame, source = None, goal.source
-            if len(frames) == 1:
-                frame, source = frames[0], Chat.Goal.SOURCE_LATEST_FRAME
-            elif frames:
-                source = Chat.Goal.SOURCE_RECENT_FRAMES
-            job = self._submit(
-                "chat",
-                lambda job: self._tasks.ask(
-                    camera, prompt, source, frame, goal.track, job, history, limit, on_text, frames or None
-                ),
-            )
+            finally:
+                self._release_chat_slot()
             answer = self._result("chat", job, cancel=lambda: goal_handle.is_cancel_requested)
-        except RequestError as exc:
+        except REFUSED as exc:
             result.success, result.message = False, str(exc)
             if goal_handle.is_cancel_requested:
                 result.cancelled = True
@@ -469,7 +551,15 @@ def _answer_message(kind: str, answer: Answer) -> str:
 
 
 def _removal_message(removed: list[int], unknown: list[int], camera: Camera) -> str:
-    message = f"removed {removed}" if removed else "removed nothing"
+    message = f"removed {id_list(removed)}" if removed else "removed nothing"
     if unknown:
-        message += f"; unknown object ids {unknown} (tracked: {camera.tracker.object_ids})"
+        message += f"; unknown object ids {id_list(unknown)} (tracked: {id_list(camera.tracker.object_ids)})"
     return message
+
+
+def _check_source(source: int) -> None:
+    if not 0 <= source <= SOURCE_NONE:
+        raise RequestError(
+            f"source {source} is not one of SOURCE_LATEST_FRAME=0, SOURCE_RECENT_FRAMES=1, SOURCE_NONE=2.",
+            "source",
+        )

@@ -129,9 +129,9 @@ class Planner(Node):
 
     # -- topics -------------------------------------------------------------------------------
 
-    def listen(self, topic: str, msg_type: type, reliable: bool = True) -> None:
+    def listen(self, topic: str, msg_type: type, reliable: bool = True, depth: int = 50) -> None:
         qos = QoSProfile(
-            depth=50, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+            depth=depth, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         )
         self.create_subscription(msg_type, topic, lambda m, t=topic: self._store(t, m), qos)
 
@@ -171,11 +171,11 @@ class Planner(Node):
         with self._cond:
             return len(self.messages[topic])
 
-    def publish(self, topic: str, msg: Any, reliable: bool = True) -> None:
-        key = f"{topic}|{type(msg).__name__}|{reliable}"
+    def publish(self, topic: str, msg: Any, reliable: bool = True, depth: int = 10) -> None:
+        key = f"{topic}|{type(msg).__name__}|{reliable}|{depth}"
         if key not in self._pubs:
             qos = QoSProfile(
-                depth=10,
+                depth=depth,
                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
             )
             self._pubs[key] = self.create_publisher(type(msg), topic, qos)
