@@ -120,6 +120,7 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
                     f"{lost[:5]}: the shards and the index do not belong together; download the model again."
                 )
         self._maps: dict[Path, mmap.mmap] = {}
+        self._shared: set[Path] = set()  # files some returned tensor still maps
 
     # -- Mapping ---------------------------------------------------------------------------
 
@@ -165,24 +166,32 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
         dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
         part: tuple[int, int] | None = None,
+        share: bool = False,
     ) -> torch.Tensor:
-        """A new tensor holding ``name`` (chunk ``part`` = (k, n) of dim 0), cast and placed.
+        """``name`` (chunk ``part`` = (k, n) of dim 0) as a tensor of ``dtype`` on ``device``.
 
-        The mapped pages are dropped from this process afterwards (they stay in the page
-        cache), so reading every tensor never holds the files in the process's memory.
+        With ``share`` and nothing to convert (same dtype, on the CPU) the result *is*
+        the mapped file data (copy-on-write): no copy and no new memory, the page cache holds
+        it. Otherwise a new tensor is made and the mapped pages are dropped from this process
+        afterwards (they stay in the page cache), so reading every tensor never holds the
+        files in the process's memory on top of the converted weights.
         """
         entry = self._entries[name]
         buffer = self._map(entry.file)
         numel = (entry.end - entry.start) // entry.dtype.itemsize
+        _populate(buffer, entry.start, entry.end)
         try:
             source = torch.frombuffer(buffer, dtype=entry.dtype, count=numel, offset=entry.start).view(
                 entry.shape
             )
         except (ValueError, RuntimeError) as exc:
             raise _corrupt(entry.file, exc) from exc
-        if part is not None:
-            source = source.chunk(part[1], dim=0)[part[0]]
         target = dtype if (dtype is not None and source.is_floating_point()) else source.dtype
+        if part is not None:
+            source = source.chunk(part[1], dim=0)[part[0]]  # rows of dim 0: still contiguous
+        if share and target == source.dtype and torch.device(device).type == "cpu":
+            self._shared.add(entry.file)
+            return source
         out = torch.empty(source.shape, dtype=target, device=device)
         out.copy_(source)
         del source
@@ -190,8 +199,16 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
         return out
 
     def close(self) -> None:
-        for buffer in self._maps.values():
-            buffer.close()
+        """Unmap the files no shared tensor uses.
+
+        A shared tensor keeps a reference to its file's mapping (``torch.frombuffer``) but
+        does not lock it: closing that mapping would leave the tensor pointing at unmapped
+        memory. Those mappings are only dropped here; they are unmapped when their last
+        tensor is freed.
+        """
+        for file, buffer in self._maps.items():
+            if file not in self._shared:
+                buffer.close()
         self._maps.clear()
 
     def __enter__(self) -> CheckpointTensors:
@@ -204,14 +221,30 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
 _NO_ENTRY = _Entry(Path(), torch.float32, (), 0, 0)
 
 
-def _release(buffer: mmap.mmap, start: int, end: int) -> None:
-    """Drop the pages of [start, end) from this process (MADV_DONTNEED; not on every OS)."""
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is None:
+#: Linux 5.14+: map a range's pages in one call instead of one fault per 64 kB.
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if hasattr(mmap, "MADV_DONTNEED") else None)
+
+
+def _populate(buffer: mmap.mmap, start: int, end: int) -> None:
+    """Pre-map [start, end) (an optimisation: older kernels refuse it, and faults do the same)."""
+    if _MADV_POPULATE_READ is None or end <= start:
         return
+    first = start - start % mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        buffer.madvise(_MADV_POPULATE_READ, first, min(end, len(buffer)) - first)
+
+
+def _release(buffer: mmap.mmap, start: int, end: int) -> None:
+    """Drop the pages lying wholly inside [start, end) from this process (MADV_DONTNEED).
+
+    Pages shared with a neighbouring tensor are kept: that tensor may be in use (shared,
+    possibly written copy-on-write), and dropping a written private page would lose it.
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
     page = mmap.PAGESIZE
-    first = start - start % page
-    buffer.madvise(advice, first, min(end, len(buffer)) - first)
+    first, last = -(-start // page) * page, min(end, len(buffer)) // page * page
+    if advice is not None and last > first:
+        buffer.madvise(advice, first, last - first)
 
 
 # ----------------------------------------------------------------------------- skeletons
@@ -287,7 +320,7 @@ def _read(
     tensors: Mapping[str, torch.Tensor], slot: Slot, dtype: torch.dtype | None, device: torch.device
 ) -> torch.Tensor:
     if isinstance(tensors, CheckpointTensors):
-        return tensors.read(slot.name, dtype=dtype, device=device, part=slot.part)
+        return tensors.read(slot.name, dtype=dtype, device=device, part=slot.part, share=True)
     value = tensors[slot.name]
     if slot.part is not None:
         value = value.chunk(slot.part[1], dim=0)[slot.part[0]]
