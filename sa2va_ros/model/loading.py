@@ -172,14 +172,14 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
 
         With ``share`` and nothing to convert (same dtype, on the CPU) the result *is*
         the mapped file data (copy-on-write): no copy and no new memory, the page cache holds
-        it. Otherwise a new tensor is made and the mapped pages are dropped from this process
-        afterwards (they stay in the page cache), so reading every tensor never holds the
-        files in the process's memory on top of the converted weights.
+        it, and its pages are mapped when first used. Otherwise a new tensor is made and the
+        mapped pages are dropped from this process afterwards (they stay in the page cache),
+        so reading every tensor never holds the files in the process's memory on top of the
+        converted weights.
         """
         entry = self._entries[name]
         buffer = self._map(entry.file)
         numel = (entry.end - entry.start) // entry.dtype.itemsize
-        _populate(buffer, entry.start, entry.end)
         try:
             source = torch.frombuffer(buffer, dtype=entry.dtype, count=numel, offset=entry.start).view(
                 entry.shape
@@ -192,6 +192,7 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
         if share and target == source.dtype and torch.device(device).type == "cpu":
             self._shared.add(entry.file)
             return source
+        _populate(buffer, entry.start, entry.end)
         out = torch.empty(source.shape, dtype=target, device=device)
         out.copy_(source)
         del source
