@@ -1,6 +1,6 @@
 """Benchmark: loading a real-size Sa2VA-1B checkpoint, streaming loader vs the previous one (not a test).
 
-    python bench/load.py                       # everything (15 minutes on 2 shared CPU cores, most of it segmenting)
+    python bench/load.py                       # everything (15 min on 2 shared cores, mostly segmenting)
     python bench/load.py --skip-e2e            # loading figures only
     python bench/load.py --workdir /data/bench # where the ~9.3 GB of checkpoints go (reused)
 
