@@ -95,3 +95,21 @@ def test_skeleton_computes_buffers_that_are_not_in_checkpoints() -> None:
     reference = Qwen2ForCausalLM(config)
     assert all(p.is_meta for p in model.parameters())
     assert torch.equal(model.model.rotary_emb.inv_freq, reference.model.rotary_emb.inv_freq)
+
+
+def test_a_slot_may_take_any_piece_of_a_fused_tensor(folder: Path) -> None:
+    """Fused tensors packed per head (InternLM2's wqkv) need more than equal row chunks."""
+    reference = load_file(str(folder / "model.safetensors"))["b.weight"]
+
+    def every_other_row(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(12, 2, 64)[:, 1]
+
+    with skeleton():
+        module = torch.nn.Linear(64, 12, bias=False)
+    with CheckpointTensors(folder) as tensors:
+        load_strict(module, tensors, {"weight": Slot("b.weight", take=every_other_row)}, "test layer")
+    assert torch.equal(module.weight, reference[1::2])
+    with skeleton():
+        wrong = torch.nn.Linear(64, 13, bias=False)
+    with CheckpointTensors(folder) as tensors, pytest.raises(CheckpointError, match="wrong shape"):
+        load_strict(wrong, tensors, {"weight": Slot("b.weight", take=every_other_row)}, "test layer")

@@ -166,9 +166,11 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
         dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
         part: tuple[int, int] | None = None,
+        take: Callable[[torch.Tensor], torch.Tensor] | None = None,
         share: bool = False,
     ) -> torch.Tensor:
-        """``name`` (chunk ``part`` = (k, n) of dim 0) as a tensor of ``dtype`` on ``device``.
+        """``name`` (chunk ``part`` = (k, n) of dim 0, then ``take(tensor)`` when given: a
+        piece of a fused tensor) as a tensor of ``dtype`` on ``device``.
 
         With ``share`` and nothing to convert (same dtype, on the CPU) the result *is*
         the mapped file data (copy-on-write): no copy and no new memory, the page cache holds
@@ -189,7 +191,9 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
         target = dtype if (dtype is not None and source.is_floating_point()) else source.dtype
         if part is not None:
             source = source.chunk(part[1], dim=0)[part[0]]  # rows of dim 0: still contiguous
-        if share and target == source.dtype and torch.device(device).type == "cpu":
+        if take is not None:
+            source = take(source)
+        if share and take is None and target == source.dtype and torch.device(device).type == "cpu":
             self._shared.add(entry.file)
             return source
         _populate(buffer, entry.start, entry.end)
@@ -280,10 +284,15 @@ def skeleton() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one module tensor comes from: a checkpoint name, optionally chunk (k, n) of dim 0."""
+    """Where one module tensor comes from: a checkpoint name, optionally chunk (k, n) of dim 0,
+    and optionally ``take(tensor)``: any shape-only function picking the module's piece of a
+    fused tensor (e.g. InternLM2's per-head packed ``wqkv``). ``take`` must also work on meta
+    tensors: it gives the shape checked before anything is read.
+    """
 
     name: str
     part: tuple[int, int] | None = None
+    take: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 Renamer = Callable[[str], "list[tuple[str, tuple[int, int] | None]]"]
@@ -309,22 +318,29 @@ def tensor_shape(tensors: Mapping[str, torch.Tensor], name: str) -> tuple[int, .
 
 def _shape(tensors: Mapping[str, torch.Tensor], slot: Slot) -> tuple[int, ...] | None:
     shape = tensor_shape(tensors, slot.name)
-    if slot.part is None:
-        return shape
-    k, n = slot.part
-    if not shape or shape[0] % n:
-        return None
-    return (shape[0] // n, *shape[1:])
+    if slot.part is not None:
+        k, n = slot.part
+        if not shape or shape[0] % n:
+            return None
+        shape = (shape[0] // n, *shape[1:])
+    if slot.take is not None:
+        try:
+            shape = tuple(slot.take(torch.empty(shape, device="meta")).shape)
+        except (RuntimeError, ValueError, IndexError, CheckpointError):
+            return None
+    return shape
 
 
 def _read(
     tensors: Mapping[str, torch.Tensor], slot: Slot, dtype: torch.dtype | None, device: torch.device
 ) -> torch.Tensor:
     if isinstance(tensors, CheckpointTensors):
-        return tensors.read(slot.name, dtype=dtype, device=device, part=slot.part, share=True)
+        return tensors.read(slot.name, dtype=dtype, device=device, part=slot.part, take=slot.take, share=True)
     value = tensors[slot.name]
     if slot.part is not None:
         value = value.chunk(slot.part[1], dim=0)[slot.part[0]]
+    if slot.take is not None:
+        value = slot.take(value)
     target = dtype if (dtype is not None and value.is_floating_point()) else value.dtype
     return value.to(device=device, dtype=target, copy=True)
 
@@ -372,7 +388,7 @@ def load_strict(
             have = _shape(tensors, slot)
             want = tuple(expected[key].shape)
             if have != want:
-                got = "not divisible into parts" if have is None else have
+                got = "cannot be split into the model's parts" if have is None else have
                 mismatched.append(f"{slot.name}: checkpoint {got} vs model {want}")
     if missing or unexpected or mismatched:
         raise CheckpointError(
