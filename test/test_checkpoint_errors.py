@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
@@ -15,6 +16,7 @@ from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModel
 from sa2va_ros.model.internvl import InternVLChat
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.seg_projection import load_seg_projection
+from sa2va_ros.testing.shards import INDEX_FILE, reshard
 from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
 
 IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
@@ -74,6 +76,92 @@ def test_truncated_weights(ckpt: Path) -> None:
     (ckpt / "model.safetensors").write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         InternVLChat.from_pretrained(ckpt)
+
+
+def test_pickle_weights_are_refused(ckpt: Path) -> None:
+    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="only pickle weights"):
+        InternVLChat.from_pretrained(ckpt)
+
+
+# --- sharded checkpoints (every official checkpoint above 1B is sharded) ----------------------
+
+
+@pytest.fixture()
+def sharded(ckpt: Path) -> Path:
+    """The base checkpoint rewritten as 3 shards with an index, as the hub stores large models."""
+    reshard(ckpt, 3)
+    return ckpt
+
+
+def _shard_holding(path: Path, name: str) -> Path:
+    return path / json.loads((path / INDEX_FILE).read_text())["weight_map"][name]
+
+
+def test_sharded_checkpoint_loads_the_same_weights(base: Path, sharded: Path, model: InternVLChat) -> None:
+    assert len(list(sharded.glob("model-*-of-00003.safetensors"))) == 3
+    assert load_state_dict(sharded).keys() == load_state_dict(base).keys()
+    again = InternVLChat.from_pretrained(sharded)
+    for part in ("vision_model", "projector", "language_model"):
+        reference = getattr(model, part).state_dict()
+        for name, value in getattr(again, part).state_dict().items():
+            assert torch.equal(value, reference[name]), name
+
+
+def test_sharded_missing_shard(sharded: Path) -> None:
+    (sharded / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"shards listed in model.safetensors.index.json are missing"):
+        InternVLChat.from_pretrained(sharded)
+
+
+def test_sharded_truncated_shard(sharded: Path) -> None:
+    shard = sharded / "model-00003-of-00003.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(
+        CheckpointError, match=r"model-00003-of-00003.safetensors cannot be read.*corrupt or truncated"
+    ):
+        InternVLChat.from_pretrained(sharded)
+
+
+def test_sharded_pickle_weights_are_refused(sharded: Path) -> None:
+    for shard in sharded.glob("model-*.safetensors"):
+        shard.rename(shard.with_suffix(".bin"))
+    (sharded / INDEX_FILE).rename(sharded / "pytorch_model.bin.index.json")
+    with pytest.raises(CheckpointError, match="only pickle weights"):
+        InternVLChat.from_pretrained(sharded)
+
+
+def _edit_shard(path: Path, name: str, edit) -> None:
+    shard = _shard_holding(path, name)
+    state = load_file(str(shard))
+    edit(state)
+    save_file(state, str(shard))
+
+
+def test_sharded_wrong_shape(sharded: Path) -> None:
+    name = "language_model.model.layers.1.mlp.down_proj.weight"
+    _edit_shard(sharded, name, lambda s: s.update({name: s[name][:, :-1].contiguous()}))
+    with pytest.raises(CheckpointError, match=r"wrong shape.*layers\.1\.mlp\.down_proj\.weight: checkpoint"):
+        InternVLChat.from_pretrained(sharded)
+
+
+def test_sharded_missing_tensor(sharded: Path) -> None:
+    name = "vision_model.encoder.layers.0.attn.qkv.weight"
+    _edit_shard(sharded, name, lambda s: s.pop(name))
+    index = json.loads((sharded / INDEX_FILE).read_text())
+    del index["weight_map"][name]
+    (sharded / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(
+        CheckpointError, match=r"1 missing tensor\(s\) \['vision_model\.encoder\.layers\.0\.attn\.qkv"
+    ):
+        InternVLChat.from_pretrained(sharded)
+
+
+def test_sharded_index_that_does_not_match_its_shards(sharded: Path) -> None:
+    name = "mlp1.1.weight"
+    _edit_shard(sharded, name, lambda s: s.pop(name))
+    with pytest.raises(CheckpointError, match=r"not in the shard it names.*mlp1\.1\.weight"):
+        InternVLChat.from_pretrained(sharded)
 
 
 # --- architectures ----------------------------------------------------------------------------

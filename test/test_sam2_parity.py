@@ -141,7 +141,7 @@ def test_strict_loading_names_every_problem() -> None:
     text = str(err.value)
     assert "1 missing" in text and "no_mem_embed" in text
     assert "1 unexpected" in text and "surprise.weight" in text
-    assert "1 shape mismatches" in text and "obj_ptr_proj.layers.0.weight" in text
+    assert "1 tensor(s) of the wrong shape" in text and "obj_ptr_proj.layers.0.weight" in text
     with pytest.raises(CheckpointError, match="no 'grounding_encoder"):
         load_sam2_weights(model, {})
 

@@ -1,7 +1,8 @@
 """Finding, reading and classifying Sa2VA checkpoints in the official Hugging Face layout.
 
-Only file I/O and format detection live here; turning tensors into modules is the job
-of the per-family modules (``internvl.py``, ``qwen_vl.py``, ``sam2_prompt.py``).
+Only finding files and format detection live here; reading tensors into modules is the job
+of ``loading.py``, driven by the per-family modules (``internvl.py``, ``qwen_vl.py``,
+``sam2_prompt.py``, ``seg_projection.py``).
 """
 
 from __future__ import annotations
@@ -158,23 +159,15 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def load_state_dict(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Load every tensor of a checkpoint on the CPU (optionally cast floating tensors)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Every tensor of a checkpoint as a dict on the CPU (optionally cast floating tensors).
 
-    state: dict[str, torch.Tensor] = {}
-    for file in weight_files(path):
-        try:
-            part = load_file(str(file), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"{file} cannot be read as safetensors ({exc}): the file is corrupt or "
-                "truncated; download it again."
-            ) from exc
-        state.update(part)
-    if dtype is not None:
-        state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
-    return state
+    For small checkpoints and tests: models are loaded by streaming (see ``loading.py``),
+    which never holds a second copy of the weights.
+    """
+    from .loading import CheckpointTensors
+
+    with CheckpointTensors(path) as tensors:
+        return {name: tensors.read(name, dtype=dtype) for name in tensors}
 
 
 def take_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

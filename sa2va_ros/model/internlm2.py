@@ -5,9 +5,10 @@ transformers has no InternLM2 class, and the official one needs ``trust_remote_c
 parameter names and one fused projection, so it runs as ``LlamaForCausalLM``:
 
 * :data:`TOP_LEVEL_NAMES` / :data:`LAYER_NAMES` rename the tensors;
-* ``attention.wqkv`` is split by :func:`split_wqkv`. It is packed per key-value head:
-  for each kv head, its ``num_heads / num_kv_heads`` query heads, then its key head,
-  then its value head, each ``head_dim`` rows (not [all q | all k | all v]);
+* ``attention.wqkv`` is split by :func:`split_wqkv` (while streaming, through
+  :func:`llama_targets`). It is packed per key-value head: for each kv head, its
+  ``num_heads / num_kv_heads`` query heads, then its key head, then its value head, each
+  ``head_dim`` rows (not [all q | all k | all v]);
 * :func:`llama_config` maps the config, RoPE scaling (dynamic NTK) included.
 
 The SentencePiece tokenizer is :class:`InternLM2Tokenizer`, a reimplementation of the
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +38,8 @@ TOP_LEVEL_NAMES: dict[str, str] = {
     "model.norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+#: The untied output head (absent when the config ties it to the embedding).
+OFFICIAL_LM_HEAD = "output.weight"
 #: Inside decoder layer ``i``; both sides are under ``model.layers.{i}.``.
 LAYER_NAMES: dict[str, str] = {
     "attention_norm.weight": "input_layernorm.weight",
@@ -88,24 +91,37 @@ def split_wqkv(wqkv: torch.Tensor, config: dict) -> tuple[torch.Tensor, torch.Te
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
-def to_llama_state(official: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
-    """Official InternLM2 tensors (``language_model.`` stripped) -> LlamaForCausalLM names.
+def _piece(config: dict, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A loader ``Slot.take``: piece ``index`` (0 q, 1 k, 2 v) of a fused ``wqkv``."""
+    return lambda wqkv: split_wqkv(wqkv, config)[index]
 
-    Names no table knows pass through unchanged, so strict loading reports them.
+
+def llama_targets(name: str, config: dict) -> list[tuple]:
+    """Where one official InternLM2 tensor (``language_model.`` stripped) goes in
+    LlamaForCausalLM, for the streaming loader: [(llama key, None, take or None)].
+
+    A fused ``wqkv`` feeds q/k/v, each taking its piece while it is read (one tensor at a
+    time, shapes checked on meta first). Names no table knows pass through unchanged, so
+    strict loading reports them.
     """
+    if name in TOP_LEVEL_NAMES:
+        return [(TOP_LEVEL_NAMES[name], None, None)]
+    layer = _LAYER.match(name)
+    if layer and layer.group(2) in FUSED_QKV:
+        prefix = f"model.layers.{layer.group(1)}."
+        return [(prefix + part, None, _piece(config, k)) for k, part in enumerate(FUSED_QKV[layer.group(2)])]
+    if layer and layer.group(2) in LAYER_NAMES:
+        return [(f"model.layers.{layer.group(1)}.{LAYER_NAMES[layer.group(2)]}", None, None)]
+    return [(name, None, None)]
+
+
+def to_llama_state(official: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """:func:`llama_targets` applied to a whole dict (the test writers check their output
+    with it; the loader streams the same targets instead)."""
     native: dict[str, torch.Tensor] = {}
     for name, tensor in official.items():
-        layer = _LAYER.match(name)
-        if name in TOP_LEVEL_NAMES:
-            native[TOP_LEVEL_NAMES[name]] = tensor
-        elif layer and layer.group(2) in FUSED_QKV:
-            prefix = f"model.layers.{layer.group(1)}."
-            for part, chunk in zip(FUSED_QKV[layer.group(2)], split_wqkv(tensor, config), strict=True):
-                native[prefix + part] = chunk
-        elif layer and layer.group(2) in LAYER_NAMES:
-            native[f"model.layers.{layer.group(1)}.{LAYER_NAMES[layer.group(2)]}"] = tensor
-        else:
-            native[name] = tensor
+        for key, _, take in llama_targets(name, config):
+            native[key] = tensor if take is None else take(tensor)
     return native
 
 

@@ -33,12 +33,13 @@ from torch import nn
 
 from . import internlm2, prompts
 from . import internvl_preprocess as pre
-from .checkpoint import CheckpointInfo, inspect_checkpoint, load_state_dict, take_prefix
+from .checkpoint import CheckpointInfo, inspect_checkpoint
 from .devices import resolve_dtype
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
 from .hf_compat import require_base_vocabulary
 from .images import as_bool_mask, as_rgb_uint8
+from .loading import CheckpointTensors, load_strict, plan_from_names, skeleton
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 
 VISION_PREFIX = "vision_model."
@@ -119,27 +120,29 @@ def _fill(template: str, match: re.Match) -> str:
     return template.replace("{i}", groups.get("i") or "").replace("{s}", groups.get("s") or "")
 
 
-def vision_to_native(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official InternViT tensors (prefix stripped) -> InternVLVisionModel names.
+def vision_native_targets(name: str) -> list[tuple[str, tuple[int, int] | None]]:
+    """Where one official InternViT tensor (prefix stripped) goes in InternVLVisionModel:
+    [(native name, chunk (k, n) of dim 0 or None)]. A fused q/k/v tensor feeds three.
 
     Names no rule knows are passed through unchanged, so strict loading reports them.
     """
+    for fused, parts in VISION_FUSED:
+        match = _template_regex(fused).match(name)
+        if match:
+            return [(_fill(part, match), (k, len(parts))) for k, part in enumerate(parts)]
+    for src, dst in VISION_RENAMES:
+        match = _template_regex(src).match(name)
+        if match:
+            return [(_fill(dst, match), None)]
+    return [(name, None)]
+
+
+def vision_to_native(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official InternViT tensors (prefix stripped) -> InternVLVisionModel names."""
     native: dict[str, torch.Tensor] = {}
     for name, tensor in official.items():
-        for fused, parts in VISION_FUSED:
-            match = _template_regex(fused).match(name)
-            if match:
-                for part, chunk in zip(parts, tensor.chunk(len(parts), dim=0), strict=True):
-                    native[_fill(part, match)] = chunk
-                break
-        else:
-            for src, dst in VISION_RENAMES:
-                match = _template_regex(src).match(name)
-                if match:
-                    native[_fill(dst, match)] = tensor
-                    break
-            else:
-                native[name] = tensor
+        for target, part in vision_native_targets(name):
+            native[target] = tensor if part is None else tensor.chunk(part[1], dim=0)[part[0]]
     return native
 
 
@@ -220,22 +223,113 @@ def pixel_shuffle(x: torch.Tensor, scale: float, ps_version: str) -> torch.Tenso
     return x if ps_version == "v1" else x.permute(0, 2, 1, 3).contiguous()
 
 
-def _load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str, to_official=None) -> None:
-    """Copy ``tensors`` into ``module`` or raise CheckpointError naming what does not fit."""
-    expected = set(module.state_dict().keys())
-    missing = sorted(expected - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected)
-    if missing or unexpected:
-        name = to_official or (lambda k: k)
-        raise CheckpointError(
-            f"The checkpoint's {what} does not match its config: {len(missing)} missing tensor(s) "
-            f"{[name(k) for k in missing[:8]]}, {len(unexpected)} unexpected tensor(s) "
-            f"{[name(k) for k in unexpected[:8]]}. The download may be incomplete or the config edited."
-        )
+def _prefixed(prefix: str, rename=lambda name: [(name, None)]):
+    """A renamer for :func:`loading.plan_from_names`: official ``prefix + name`` -> module keys."""
+
+    def to_module(official: str) -> list[tuple]:
+        return rename(official[len(prefix) :]) if official.startswith(prefix) else []
+
+    return to_module
+
+
+def _load_part(
+    module: nn.Module, tensors, prefix: str, what: str, *, device, dtype, rename=None, official=None
+):
+    """Stream the checkpoint tensors under ``prefix`` into ``module`` (strict, see loading.py)."""
+    names = [n for n in tensors if n.startswith(prefix)]
+    plan, _ = plan_from_names(names, _prefixed(prefix, rename) if rename else _prefixed(prefix))
+    load_strict(
+        module,
+        tensors,
+        plan,
+        what,
+        official=official or (lambda k: prefix + k),
+        device=device,
+        dtype=dtype,
+    )
+
+
+def build_internvl(
+    config: dict,
+    tensors,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn_implementation: str | None = None,
+    where: object = "config.json",
+):
+    """Build InternViT, ``mlp1`` and the LLM of an InternVL-format config as skeletons and
+    stream their weights from ``tensors`` (a checkpoint or a dict; strict).
+
+    An InternLM2 LLM is built as ``LlamaForCausalLM``; its tensors are renamed and its fused
+    ``wqkv`` split while streaming (``internlm2.llama_targets``). Returns (vision_model,
+    projector, language_model, llm_config). ``device`` "meta" rehearses a load: every name
+    and shape is checked, nothing is allocated.
+    """
+    from transformers.models.internvl import InternVLVisionModel
+
+    from .hf_compat import no_init_weights
+
+    vcfg_official = config.get("vision_config") or {}
+    llm_cfg_dict = dict(config.get("llm_config") or {})
+    config_cls, model_cls = llm_classes(llm_cfg_dict)
+    downsample_ratio = float(config.get("downsample_ratio", 0.5))
+    is_internlm2 = internlm2.is_internlm2(llm_cfg_dict)
+    head = LLM_PREFIX + (internlm2.OFFICIAL_LM_HEAD if is_internlm2 else "lm_head.weight")
+    # A tied lm_head is stored once (as the embedding); an untied one is its own tensor.
+    llm_cfg_dict["tie_word_embeddings"] = head not in tensors and bool(
+        llm_cfg_dict.get("tie_word_embeddings", False)
+    )
+    vcfg = vision_config(vcfg_official)
+    llm_cfg = internlm2.llama_config(llm_cfg_dict) if is_internlm2 else config_cls(**llm_cfg_dict)
+    # Named explicitly (sdpa unless asked): the default choice is transformers' and may change.
+    attn = {"attn_implementation": attn_implementation or "sdpa"}
     try:
-        module.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"The checkpoint's {what} has tensors of the wrong shape: {exc}") from exc
+        # Parameters without storage: every one of them is filled from the checkpoint.
+        with skeleton(), no_init_weights():
+            vision_model = InternVLVisionModel._from_config(vcfg, dtype=dtype, **attn)
+            language_model = model_cls._from_config(llm_cfg, dtype=dtype, **attn)
+            projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, downsample_ratio)
+    except (ImportError, ValueError) as exc:
+        if attn_implementation in (None, "eager", "sdpa"):
+            raise CheckpointError(
+                f"{where}: config.json does not describe a buildable model ({exc})."
+            ) from exc
+        raise InputError(
+            f"attn_implementation='{attn_implementation}' cannot be used here ({exc}). "
+            "Use 'sdpa' or 'eager' ('flash_attention_2' needs the flash-attn package and a GPU)."
+        ) from exc
+    if vcfg.use_qk_norm:
+        # transformers builds the QK norms with eps 1e-6; the official ones use layer_norm_eps.
+        for layer in vision_model.encoder.layer:
+            layer.attention.q_norm.variance_epsilon = vcfg.layer_norm_eps
+            layer.attention.k_norm.variance_epsilon = vcfg.layer_norm_eps
+    on = {"device": device, "dtype": dtype}
+    _load_part(
+        vision_model,
+        tensors,
+        VISION_PREFIX,
+        "vision model (vision_model.*)",
+        rename=vision_native_targets,
+        official=lambda k: VISION_PREFIX + vision_official_name(k),
+        **on,
+    )
+    _load_part(projector, tensors, PROJECTOR_PREFIX, "projector (mlp1.*)", **on)
+    if is_internlm2:  # official InternLM2 names (fused wqkv) -> LlamaForCausalLM keys
+        _load_part(
+            language_model,
+            tensors,
+            LLM_PREFIX,
+            "language model (language_model.*)",
+            rename=lambda name: internlm2.llama_targets(name, llm_cfg_dict),
+            official=lambda k: LLM_PREFIX + internlm2.official_name(k),
+            **on,
+        )
+    else:
+        _load_part(language_model, tensors, LLM_PREFIX, "language model (language_model.*)", **on)
+    if llm_cfg.tie_word_embeddings:
+        language_model.tie_weights()
+    return vision_model, projector, language_model, llm_cfg
 
 
 def load_tokenizer(path: Path, llm_config: dict | None = None):
@@ -309,8 +403,7 @@ class InternVLChat:
         self.dtype = resolve_dtype(dtype, self.device)
         self.template = prompts.get_template(config.get("template", "qwen_chat"))
         vcfg_official = config.get("vision_config") or {}
-        llm_cfg_dict = dict(config.get("llm_config") or {})
-        config_cls, model_cls = llm_classes(llm_cfg_dict)
+        llm_classes(dict(config.get("llm_config") or {}))  # refuse an unsupported LLM before any I/O
         self.downsample_ratio = float(config.get("downsample_ratio", 0.5))
         self.ps_version = config.get("ps_version", "v1")
         self.select_layer = int(config.get("select_layer", -1))
@@ -318,64 +411,21 @@ class InternVLChat:
         self.grid = int(pre.TILE_SIZE // patch * self.downsample_ratio)
         self.tokens_per_tile = self.grid * self.grid
 
-        self.tokenizer = load_tokenizer(info.path, llm_cfg_dict)
-        if state is None:
-            state = load_state_dict(info.path)
-
-        from transformers.models.internvl import InternVLVisionModel
-
-        from .hf_compat import no_init_weights
-
-        llm_state = take_prefix(state, LLM_PREFIX)
-        is_internlm2 = internlm2.is_internlm2(llm_cfg_dict)
-        if is_internlm2:  # official InternLM2 names -> LlamaForCausalLM names
-            llm_state = internlm2.to_llama_state(llm_state, llm_cfg_dict)
-        llm_official_name = internlm2.official_name if is_internlm2 else str
-        # A tied lm_head is stored once (as the embedding); an untied one is its own tensor.
-        llm_cfg_dict["tie_word_embeddings"] = "lm_head.weight" not in llm_state and bool(
-            llm_cfg_dict.get("tie_word_embeddings", False)
-        )
-        vcfg = vision_config(vcfg_official)
-        llm_cfg = internlm2.llama_config(llm_cfg_dict) if is_internlm2 else config_cls(**llm_cfg_dict)
-        # Named explicitly (sdpa unless asked): the default choice is transformers' and may change.
-        attn = {"attn_implementation": attn_implementation or "sdpa"}
+        self.tokenizer = load_tokenizer(info.path, config.get("llm_config") or {})
+        tensors = CheckpointTensors(info.path) if state is None else state
         try:
-            # Allocate without random init: every parameter is overwritten by the checkpoint.
-            with torch.device(self.device), no_init_weights():
-                self.vision_model = InternVLVisionModel._from_config(vcfg, dtype=self.dtype, **attn)
-                self.language_model = model_cls._from_config(llm_cfg, dtype=self.dtype, **attn)
-                self.projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, self.downsample_ratio)
-        except (ImportError, ValueError) as exc:
-            if attn_implementation in (None, "eager", "sdpa"):
-                raise CheckpointError(
-                    f"{info.path}: config.json does not describe a buildable model ({exc})."
-                ) from exc
-            raise InputError(
-                f"attn_implementation='{attn_implementation}' cannot be used here ({exc}). "
-                "Use 'sdpa' or 'eager' ('flash_attention_2' needs the flash-attn package and a GPU)."
-            ) from exc
-        if vcfg.use_qk_norm:
-            # transformers builds the QK norms with eps 1e-6; the official ones use layer_norm_eps.
-            for layer in self.vision_model.encoder.layer:
-                layer.attention.q_norm.variance_epsilon = vcfg.layer_norm_eps
-                layer.attention.k_norm.variance_epsilon = vcfg.layer_norm_eps
-        self.projector.to(self.dtype)
-
-        _load_strict(
-            self.vision_model,
-            vision_to_native(take_prefix(state, VISION_PREFIX)),
-            "vision model (vision_model.*)",
-            to_official=lambda k: VISION_PREFIX + vision_official_name(k),
-        )
-        _load_strict(self.projector, take_prefix(state, PROJECTOR_PREFIX), "projector (mlp1.*)")
-        _load_strict(
-            self.language_model,
-            llm_state,
-            "language model (language_model.*)",
-            lambda k: LLM_PREFIX + llm_official_name(k),
-        )
-        if llm_cfg.tie_word_embeddings:
-            self.language_model.tie_weights()
+            parts = build_internvl(
+                config,
+                tensors,
+                device=self.device,
+                dtype=self.dtype,
+                attn_implementation=attn_implementation,
+                where=info.path,
+            )
+            self.vision_model, self.projector, self.language_model, llm_cfg = parts
+        finally:
+            if state is None:
+                tensors.close()
         if self.select_layer != -1:
             # hidden_states[select_layer] of the official ViT = output of the first
             # num_layers + 1 + select_layer blocks: run only those.

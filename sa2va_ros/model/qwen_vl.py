@@ -37,12 +37,12 @@ from .checkpoint import (
     SAM2_PREFIX,
     SEG_PROJECTION_PREFIX,
     CheckpointInfo,
-    load_state_dict,
 )
 from .errors import CheckpointError, InputError, UnsupportedModelError
 from .generation import greedy_generate
 from .hf_compat import qwen2_vl_pil_image_processor, require_base_vocabulary
 from .images import as_rgb_uint8
+from .loading import CheckpointTensors, load_strict, plan_from_names, skeleton
 from .mllm import DEFAULT_MAX_NEW_TOKENS, SEG_TOKEN, Generation, TextCallback, Turn
 from .prompts import SA2VA_ADDED_TOKENS, ensure_image_placeholder, strip_image_placeholder
 
@@ -150,6 +150,14 @@ def _is_tied(native) -> bool:
     return bool(getattr(native.get_text_config(decoder=True), "tie_word_embeddings", False))
 
 
+def native_name(key: str) -> str | None:
+    """The native name of one official MLLM weight; None when no rule places it."""
+    for official, native in KEY_PREFIXES + LEGACY_KEY_PREFIXES:
+        if key.startswith(official):
+            return native + key[len(official) :]
+    return None
+
+
 def to_native_names(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename the MLLM weights of a Sa2VA state dict; return (renamed, names we cannot place).
 
@@ -160,29 +168,40 @@ def to_native_names(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     for key, value in state.items():
         if key.startswith(OTHER_PARTS):
             continue
-        for official, native in KEY_PREFIXES + LEGACY_KEY_PREFIXES:
-            if key.startswith(official):
-                renamed[native + key[len(official) :]] = value
-                break
-        else:
+        native = native_name(key)
+        if native is None:
             unknown.append(key)
+        else:
+            renamed[native] = value
     return renamed, unknown
+
+
+def official_name(native: str) -> str:
+    """The official (current layout) name of one native weight, for messages."""
+    for official, prefix in KEY_PREFIXES:
+        if native.startswith(prefix):
+            return official + native[len(prefix) :]
+    return native
 
 
 def build_model(
     config: Mapping,
-    state: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
     *,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
+    device: torch.device | str = "cpu",
 ):
-    """Instantiate the native Qwen-VL model from the official config and (full) state dict.
+    """Build the native Qwen-VL model from the official config and stream its weights in.
 
-    Strict: every MLLM weight must be used and every model weight present, else
-    CheckpointError listing them (never silently random weights).
+    ``tensors`` is the whole checkpoint (a :class:`loading.CheckpointTensors` or a dict);
+    SAM-2 and text_hidden_fcs entries are skipped. Strict: every MLLM weight must be used
+    and every model weight present, else CheckpointError listing them (never silently
+    random weights). A tied checkpoint may store either the embedding or lm_head.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
-    from transformers.utils import logging as hf_logging
+
+    from .hf_compat import no_init_weights
 
     native = native_config(config, attn_implementation)
     cls = (
@@ -190,33 +209,24 @@ def build_model(
         if detect_variant(config) == "qwen3_vl"
         else Qwen2_5_VLForConditionalGeneration
     )
-    weights, unknown = to_native_names(state)
-    if _is_tied(native) and LM_HEAD_KEY in weights and EMBED_KEY not in weights:
-        # A tied checkpoint may have kept either name when saving shared tensors.
-        weights[EMBED_KEY] = weights[LM_HEAD_KEY]
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # we report missing weights ourselves, as an error
-    try:
-        model, info = cls.from_pretrained(
-            None,
-            config=native,
-            state_dict=weights,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            output_loading_info=True,
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = sorted(info["missing_keys"])
-    unexpected = sorted(unknown + list(info["unexpected_keys"]))
-    mismatched = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in info["mismatched_keys"]]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"The Qwen-VL weights do not match the model described by config.json: "
-            f"{len(missing)} missing {missing[:20]}, {len(unexpected)} unexpected {unexpected[:20]}, "
-            f"{len(mismatched)} with another shape {mismatched[:20]}. The checkpoint is incomplete or "
-            "not a Sa2VA Qwen-VL checkpoint."
-        )
+    with skeleton(), no_init_weights():
+        model = cls._from_config(native, dtype=dtype, attn_implementation=attn_implementation)
+    if _is_tied(native):
+        # One tensor under both names, as transformers ties them; loaded once below.
+        model.lm_head.weight = model.get_input_embeddings().weight
+    names = [n for n in tensors if not n.startswith(OTHER_PARTS)]
+    plan, unplaced = plan_from_names(names, lambda n: [(t, None)] if (t := native_name(n)) else [])
+    load_strict(
+        model,
+        tensors,
+        plan,
+        "Qwen-VL weights",
+        unplaced=unplaced,
+        official=official_name,
+        device=device,
+        dtype=dtype,
+        advice="The checkpoint is incomplete or not a Sa2VA Qwen-VL checkpoint.",
+    )
     return model.eval()
 
 
@@ -394,12 +404,18 @@ class QwenVLChat:
         # the torchvision one resizes differently (see hf_compat).
         image_processor = qwen2_vl_pil_image_processor().from_pretrained(str(info.path))
         template = load_chat_template(info.path, tokenizer)
-        if state is None:
-            state = load_state_dict(info.path)
-        model = build_model(
-            info.config, state, dtype=dtype, attn_implementation=attn_implementation or "sdpa"
-        )
-        model.to(device)
+        tensors = CheckpointTensors(info.path) if state is None else state
+        try:
+            model = build_model(
+                info.config,
+                tensors,
+                dtype=dtype,
+                attn_implementation=attn_implementation or "sdpa",
+                device=device,
+            )
+        finally:
+            if state is None:
+                tensors.close()
         return cls(model, tokenizer, image_processor, template, variant)
 
     @property

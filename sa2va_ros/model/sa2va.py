@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,18 +18,11 @@ import numpy as np
 import torch
 
 from . import prompts
-from .checkpoint import (
-    SAM2_PREFIX,
-    SEG_PROJECTION_PREFIX,
-    CheckpointInfo,
-    inspect_checkpoint,
-    load_state_dict,
-    resolve_checkpoint,
-    take_prefix,
-)
+from .checkpoint import CheckpointInfo, inspect_checkpoint, resolve_checkpoint
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError
 from .images import as_bool_mask, as_rgb_uint8
+from .loading import CheckpointTensors
 from .mllm import DEFAULT_MAX_NEW_TOKENS, MLLM, TextCallback, Turn
 from .sam2_prompt import Sa2VASam2
 from .seg_projection import SAM2_PROMPT_DIM, load_seg_projection
@@ -89,7 +82,7 @@ class VideoResult:
 
 def _load_mllm(
     info: CheckpointInfo,
-    state: dict[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
     device: torch.device,
     dtype: torch.dtype,
     attn: str | None,
@@ -97,10 +90,12 @@ def _load_mllm(
     if info.format == "internvl":
         from .internvl import InternVLChat
 
-        return InternVLChat.from_checkpoint(info, state, device=device, dtype=dtype, attn_implementation=attn)
+        return InternVLChat.from_checkpoint(
+            info, tensors, device=device, dtype=dtype, attn_implementation=attn
+        )
     from .qwen_vl import QwenVLChat
 
-    return QwenVLChat.from_checkpoint(info, state, device=device, dtype=dtype, attn_implementation=attn)
+    return QwenVLChat.from_checkpoint(info, tensors, device=device, dtype=dtype, attn_implementation=attn)
 
 
 class Sa2VA:
@@ -135,15 +130,11 @@ class Sa2VA:
         path = resolve_checkpoint(model, revision)
         info = inspect_checkpoint(Path(path))
         log.info("loading %s (%s format) on %s as %s", path, info.format, dev, dt)
-        state = load_state_dict(info.path)
-        mllm = _load_mllm(info, state, dev, dt, attn_implementation)
-        projection = load_seg_projection(
-            take_prefix(state, SEG_PROJECTION_PREFIX), mllm.hidden_size, device=dev, dtype=dt
-        )
-        sam2 = Sa2VASam2.from_checkpoint(
-            take_prefix(state, SAM2_PREFIX), info.sam2_config, device=dev, dtype=dt
-        )
-        del state
+        # Streamed: each tensor is read from the mapped files straight into its module.
+        with CheckpointTensors(info.path) as tensors:
+            mllm = _load_mllm(info, tensors, dev, dt, attn_implementation)
+            projection = load_seg_projection(tensors, mllm.hidden_size, device=dev, dtype=dt)
+            sam2 = Sa2VASam2.from_checkpoint(tensors, info.sam2_config, device=dev, dtype=dt)
         return cls(info, mllm, projection, sam2)
 
     # -- the MLLM half ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from PIL import Image
 from .checkpoint import SAM2_PREFIX, take_prefix
 from .errors import CheckpointError, InputError
 from .images import as_rgb_uint8
+from .loading import load_strict, plan_from_names, skeleton
 from .memory_attention import use_factored_memory_attention
 from .position_encoding import use_shared_position_encodings
 from .sam2_config import build_sam2
@@ -41,6 +42,10 @@ from .sam2_config import build_sam2
 #: Sa2VA's copy of CXBlock calls its layer-scale parameter ``g_weight``; Meta's calls it ``gamma``.
 OFFICIAL_TO_META_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^(memory_encoder\.fuser\.layers\.\d+)\.g_weight$", r"\1.gamma"),
+)
+#: The inverse (Meta's ``gamma`` -> Sa2VA's ``g_weight``): official names in error messages.
+META_TO_OFFICIAL_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^(memory_encoder\.fuser\.layers\.\d+)\.gamma$", r"\1.g_weight"),
 )
 
 #: Sa2VA normalises the SAM-2 input with ImageNet mean/std materialised as bfloat16 tensors
@@ -64,41 +69,44 @@ def _rename(key: str, table: tuple[tuple[str, str], ...]) -> str:
     return key
 
 
-def load_sam2_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+def load_sam2_weights(
+    model: torch.nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    device: torch.device | str | None = None,
+) -> None:
     """Load Sa2VA's SAM-2 weights strictly, official names (``g_weight``) mapped to Meta's.
 
-    ``state_dict`` is a full Sa2VA state dict (its ``grounding_encoder.sam2_model.*`` tensors
-    are used) or that part already stripped of the prefix. Raises CheckpointError listing every
-    missing, unexpected or wrongly shaped tensor.
+    ``tensors`` is a whole Sa2VA checkpoint (its ``grounding_encoder.sam2_model.*`` tensors
+    are used; a :class:`loading.CheckpointTensors` is streamed) or that part already stripped
+    of the prefix. ``model`` may be a :func:`loading.skeleton`. Weights stay float32 (the
+    official SAM-2 runs under autocast). Raises CheckpointError listing every missing,
+    unexpected or wrongly shaped tensor.
     """
-    if any(k.startswith(SAM2_PREFIX) for k in state_dict):
-        state_dict = take_prefix(state_dict, SAM2_PREFIX)
-    sam_state = {_rename(k, OFFICIAL_TO_META_RENAMES): v for k, v in state_dict.items()}
-    if not sam_state:
+    names = list(tensors)
+    prefix = SAM2_PREFIX if any(k.startswith(SAM2_PREFIX) for k in names) else ""
+    names = [k for k in names if k.startswith(prefix)]
+    if not names:
         raise CheckpointError(
             f"The checkpoint has no '{SAM2_PREFIX}*' tensors: it is not a Sa2VA checkpoint (no SAM-2)."
         )
-    load_strict(model, sam_state, what="SAM-2 (grounding_encoder.sam2_model)")
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict`` that refuses partial matches with a message listing every problem."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
+    plan, _ = plan_from_names(names, lambda k: [(_rename(k[len(prefix) :], OFFICIAL_TO_META_RENAMES), None)])
+    if device is None:
+        device = next(model.parameters()).device
+        device = "cpu" if device.type == "meta" else device
+    load_strict(
+        model,
+        tensors,
+        plan,
+        "SAM-2 (grounding_encoder.sam2_model)",
+        official=lambda k: prefix + _rename(k, META_TO_OFFICIAL_RENAMES),
+        device=device,
+        dtype=torch.float32,
+        advice=(
+            "The checkpoint's sam2_config.json (or its absence, meaning Hiera-L) does not describe "
+            "these weights."
+        ),
     )
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{what} weights do not match the SAM-2 config: {len(missing)} missing {missing[:20]}, "
-            f"{len(unexpected)} unexpected {unexpected[:20]}, {len(mismatched)} shape mismatches "
-            f"{mismatched[:20]}. The checkpoint's sam2_config.json (or its absence, meaning Hiera-L) "
-            "does not describe these weights."
-        )
-    module.load_state_dict(state, strict=True)
 
 
 def load_original_mask_decoder(path: str | Path, template: torch.nn.Module) -> torch.nn.Module:
@@ -133,7 +141,16 @@ def load_original_mask_decoder(path: str | Path, template: torch.nn.Module) -> t
     if not decoder_state:
         raise CheckpointError(f"'{path}' has no 'sam_mask_decoder.*' tensors: not a SAM-2 checkpoint.")
     decoder = copy.deepcopy(template)
-    load_strict(decoder, decoder_state, what=f"Original SAM-2 mask decoder ({path.name})")
+    plan, _ = plan_from_names(list(decoder_state), lambda k: [(k, None)])
+    load_strict(
+        decoder,
+        decoder_state,
+        plan,
+        f"original SAM-2 mask decoder ({path.name})",
+        device=next(template.parameters()).device,
+        dtype=torch.float32,
+        advice="The file is not Meta's SAM-2 v2.0 Hiera-L.",
+    )
     return decoder.eval()
 
 
@@ -292,8 +309,9 @@ class Sa2VASam2:
         ``state_dict``: the checkpoint's tensors, whole or with ``grounding_encoder.sam2_model.``
         already removed (see :func:`load_sam2_weights`).
         """
-        model = build_sam2(sam2_config, seed=None)
-        load_sam2_weights(model, state_dict)
+        with skeleton():  # parameters without storage: the checkpoint fills every one
+            model = build_sam2(sam2_config, seed=None)
+        load_sam2_weights(model, state_dict, device=device)
         return cls(model, device=device, dtype=dtype)
 
     # -- preprocessing ---------------------------------------------------------------

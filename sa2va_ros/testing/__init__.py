@@ -10,4 +10,6 @@ writers are the inverse of the loaders and import them, never the other way roun
   :mod:`.sam2_writer`, :mod:`.tokenizer_writer` - the parts;
 * :mod:`.weights` - the one seeded initialiser and the planted "[SEG]" answer.
 * :mod:`.internlm2_writer` - InternLM2 checkpoints (Sa2VA-8B / -26B style), either ViT style.
+* :mod:`.realsize` - the real architecture numbers of every official checkpoint (rehearsal);
+* :mod:`.shards` - resharding a checkpoint (index + shards) and writing weights as safetensors.
 """

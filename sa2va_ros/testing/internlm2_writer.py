@@ -101,7 +101,7 @@ _LLM_AUTO_MAP = {
 }
 
 
-# --- weights: Llama names -> official InternLM2 names (the inverse of internlm2.to_llama_state) -
+# --- weights: Llama names -> official InternLM2 names (the inverse of internlm2.llama_targets) -
 
 
 def fuse_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, llm_config: dict) -> torch.Tensor:
@@ -352,7 +352,8 @@ def internlm2_sa2va_state(
 
 
 def llm_to_official_checked(llm_state: dict[str, torch.Tensor], llm_config: dict) -> dict[str, torch.Tensor]:
-    """:func:`llama_to_official`, checked to be undone exactly by the loader's ``to_llama_state``."""
+    """:func:`llama_to_official`, checked to be undone exactly by the loader's mapping
+    (``internlm2.to_llama_state``: the streaming loader's targets applied to a dict)."""
     official = llama_to_official(llm_state, llm_config)
     back = internlm2.to_llama_state(official, llm_config)
     if back.keys() != llm_state.keys() or any(not torch.equal(back[k], llm_state[k]) for k in back):

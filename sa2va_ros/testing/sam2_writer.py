@@ -11,14 +11,9 @@ from sa2va_ros.model.checkpoint import SAM2_PREFIX
 from sa2va_ros.model.errors import InputError
 from sa2va_ros.model.sam2_config import sa2va_hiera_l_config, set_field, with_derived_fields
 
-# The loader's own renaming rule, applied with the inverse table.
-from sa2va_ros.model.sam2_prompt import IMAGENET_MEAN, IMAGENET_STD
+# The loader's own renaming rule, applied with its inverse table.
+from sa2va_ros.model.sam2_prompt import IMAGENET_MEAN, IMAGENET_STD, META_TO_OFFICIAL_RENAMES
 from sa2va_ros.model.sam2_prompt import _rename as rename_keys
-
-#: The inverse of the loader's OFFICIAL_TO_META_RENAMES (Meta's ``gamma`` -> Sa2VA's ``g_weight``).
-META_TO_OFFICIAL_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"^(memory_encoder\.fuser\.layers\.\d+)\.gamma$", r"\1.g_weight"),
-)
 
 
 def tiny_sam2_config(
