@@ -11,8 +11,10 @@ Measured in this one process, on the same 640x480 frames:
 2. grounding latency of Sa2VA-1B and -4B shapes: image encoding (tiling + InternViT + projector,
    up to the language model's first forward), prefill, per generated token, and [SEG] to mask
    (SAM-2 on the image with the [SEG] embedding); peak GPU memory.
-3. tracking frames/s while grounding requests run back to back (on another thread of this
-   process, as sa2va_node runs them), over idle frames/s, per model size.
+3. tracking frames/s while grounding requests run back to back, over idle frames/s, per model
+   size: on another thread of this process (sa2va_node's default) and in a process of their own
+   (``language_process:=true``, sa2va_ros.model.language_process); peak GPU memory of this process
+   (the language process's own memory is not included).
 
 The last line printed is one JSON object with every figure.
 """
@@ -42,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 import realsize  # noqa: E402
 import tracker as tracker_bench  # noqa: E402  (bench/tracker.py: frames, Meta's predictor)
 
+from sa2va_ros.model.language_process import RemoteSa2VA  # noqa: E402
 from sa2va_ros.model.sa2va import Grounding, Sa2VA  # noqa: E402
 from sa2va_ros.model.sam2_prompt import Sa2VASam2, build_sam2, tiny_sam2_config  # noqa: E402
 from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig  # noqa: E402
@@ -234,8 +237,12 @@ def timer_prompt_tokens(model: Sa2VA, frame: np.ndarray) -> int:
 # ------------------------------------------------------------------------- 3. busy vs idle
 
 
-def busy_vs_idle(model: Sa2VA, frames, args, clock: Clock, device: torch.device) -> dict:
-    """Tracking rate with the language model idle, then grounding back to back on another thread."""
+def busy_vs_idle(language, model: Sa2VA, frames, args, clock: Clock, device: torch.device) -> dict:
+    """Tracking rate with the language model idle, then grounding back to back on another thread.
+
+    ``language`` runs the groundings: ``model`` itself (a thread of this process, as sa2va_node
+    runs them by default) or a RemoteSa2VA (its own process, ``language_process:=true``).
+    """
     tracker = model.new_tracker()
     tracker.add_object(box=BOXES[0])
     stop, busy = threading.Event(), threading.Event()
@@ -256,7 +263,7 @@ def busy_vs_idle(model: Sa2VA, frames, args, clock: Clock, device: torch.device)
             if not busy.is_set():
                 time.sleep(0.01)
                 continue
-            model.segment(frames[0], PROMPT, max_new_tokens=args.tokens)
+            language.segment(frames[0], PROMPT, max_new_tokens=args.tokens)
             grounded[0] += 1
 
     def rate(seconds: float) -> float:
@@ -305,9 +312,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed frames after the prompt frame")
     p.add_argument("--tokens", type=int, default=None, help="generated tokens per grounding (default 32)")
     p.add_argument("--ground-repeats", type=int, default=None, help="timed groundings per size (default 5)")
-    p.add_argument("--window", type=float, default=None, help="seconds of each rate window (default 10)")
+    p.add_argument("--window", type=float, default=None, help="seconds of each rate window (default 8)")
     p.add_argument("--settle", type=float, default=None, help="seconds before each rate window (default 2)")
     p.add_argument("--skip-tracking", action="store_true")
+    p.add_argument(
+        "--language-process",
+        choices=("on", "off"),
+        default="on",
+        help="also measure tracking under load with the language model in its own process (default on)",
+    )
     p.add_argument("--workdir", default=None, help="where checkpoints are written (default: a temp dir)")
     args = p.parse_args(argv)
     smoke = args.cpu_smoke
@@ -316,7 +329,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if smoke else 5)
     args.tokens = args.tokens or (6 if smoke else 32)
     args.ground_repeats = args.ground_repeats or (2 if smoke else 5)
-    args.window = args.window or (1.5 if smoke else 10.0)
+    args.window = args.window or (1.5 if smoke else 8.0)
+    args.language_process = args.language_process == "on"
     args.settle = args.settle or (0.5 if smoke else 2.0)
     return args
 
@@ -384,14 +398,22 @@ def main(argv=None) -> int:
                 f"{gr['seg_to_mask_ms']:.1f} ms; peak GPU MB {gr['peak_gpu_mb']}",
                 flush=True,
             )
-            entry["busy"] = busy_vs_idle(model, frames, args, clock, device)
-            b = entry["busy"]
-            print(
-                f"tracking {size} while grounding back to back: {b['busy_fps']} fps vs idle "
-                f"{b['idle_fps']} fps -> {b['busy_rate_ratio']} ({b['groundings_in_window']} groundings); "
-                f"peak GPU MB {b['peak_gpu_mb']}",
-                flush=True,
-            )
+            entry["busy"] = busy_vs_idle(model, model, frames, args, clock, device)
+            if args.language_process:
+                remote = RemoteSa2VA(str(path), device=str(device), dtype=dtype)
+                try:
+                    entry["busy_language_process"] = busy_vs_idle(remote, model, frames, args, clock, device)
+                finally:
+                    remote.close()
+            for key, how in (("busy", "a thread"), ("busy_language_process", "its own process")):
+                if key in entry:
+                    b = entry[key]
+                    print(
+                        f"tracking {size} while grounding back to back in {how}: {b['busy_fps']} fps vs "
+                        f"idle {b['idle_fps']} fps -> {b['busy_rate_ratio']} ({b['groundings_in_window']} "
+                        f"groundings); peak GPU MB of this process {b['peak_gpu_mb']}",
+                        flush=True,
+                    )
             result[size] = entry
             del model
             if device.type == "cuda":
