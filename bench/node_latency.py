@@ -50,6 +50,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="", help="use this checkpoint instead of writing a tiny one")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tracking-threads", type=int, default=1, help="the node's tracking_threads")
+    p.add_argument(
+        "--image-qos",
+        choices=("best_effort", "reliable"),
+        default="best_effort",
+        help="QoS of the frames sent to the node and to the bare relay (both alike)",
+    )
     p.add_argument("-p", "--param", action="append", default=[], help="extra node parameter name:=value")
     return p.parse_args()
 
@@ -101,6 +107,7 @@ def main() -> int:
         "presence_threshold": 0.3,
         "language_queue_size": 4,
         "tracking_threads": args.tracking_threads,
+        "image_qos_reliability": args.image_qos,
     }
     for item in args.param:
         key, _, value = item.partition(":=")
@@ -117,13 +124,14 @@ def main() -> int:
     w, h = args.width, args.height
     frames = [render(i, w, h) for i in range(60)]
     counter = [0]
+    reliable = args.image_qos == "reliable"
 
     def publish_frame(index: int, topic: str = "image") -> tuple[int, int]:
         msg = array_to_image(frames[index % len(frames)], encoding="rgb8")
         now = time.time_ns()
         msg.header.stamp.sec, msg.header.stamp.nanosec = now // 10**9, now % 10**9
         msg.header.frame_id = "bench"
-        planner.publish(topic, msg, reliable=False)  # as camera drivers do (sensor-data QoS)
+        planner.publish(topic, msg, reliable=reliable)  # camera drivers: best effort (sensor-data QoS)
         return msg.header.stamp.sec, msg.header.stamp.nanosec
 
     def pair_answer(stamp, timeout=10.0):
@@ -173,6 +181,7 @@ def main() -> int:
                 f"{hold:.4f}",
                 "--threads",
                 str(args.tracking_threads),
+                *(["--reliable"] if reliable else []),
             ],
             env=os.environ,
         )
@@ -318,6 +327,7 @@ def main() -> int:
         "pair_overhead_ms_p90": round(1000 * float(np.percentile(pair_over, 90)), 2),
         "pair_hold_ms": round(1000 * hold, 2),
         "tracking_threads": args.tracking_threads,
+        "image_qos": args.image_qos,
         "language_process": params.get("language_process", "false"),
         "latency_ratio": round(statistics.median(ratios), 3),
         "busy_rate_ratio": round(busy / idle, 3),

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOLD_S = 0.05
 
 
-def relay(work: str, hold_s: float = HOLD_S, threads: int = 0) -> None:
+def relay(work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = False) -> None:
     """Take frames on ``pair_image``, hold each ``hold_s`` in a worker thread, answer on ``pair_back``.
 
     The answer's ``header.frame_id`` carries the time the work really took (seconds), so a
@@ -57,7 +57,10 @@ def relay(work: str, hold_s: float = HOLD_S, threads: int = 0) -> None:
             slot[:] = [msg]
             cond.notify()
 
-    node.create_subscription(Image, "pair_image", on_image, qos_profile_sensor_data)
+    image_qos = qos_profile_sensor_data
+    if reliable:  # as sa2va_node with image_qos_reliability:=reliable
+        image_qos = QoSProfile(depth=qos_profile_sensor_data.depth, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(Image, "pair_image", on_image, image_qos)
     labels = np.zeros((480, 640), np.uint8)
 
     def worker() -> None:
@@ -136,6 +139,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--hold", type=float, default=HOLD_S, help="seconds of work per frame (default 0.05)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the relay's work (0: torch's)")
+    p.add_argument("--reliable", action="store_true", help=argparse.SUPPRESS)  # relay: reliable images
     p.add_argument("--role", choices=("camera", "relay"), default="camera", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
@@ -143,7 +147,7 @@ def main() -> int:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
     sys.path.insert(0, str(REPO))
     if args.role == "relay":
-        relay(args.work, args.hold, args.threads)
+        relay(args.work, args.hold, args.threads, args.reliable)
         return 0
     child = subprocess.Popen(
         [sys.executable, __file__, "--role", "relay", "--work", args.work, "--hold", str(args.hold)],
