@@ -258,20 +258,25 @@ def busy_vs_idle(language, model: Sa2VA, frames, args, clock: Clock, device: tor
 
     grounded = [0]
 
-    def language() -> None:
-        while not stop.is_set():
-            if not busy.is_set():
-                time.sleep(0.01)
-                continue
-            language.segment(frames[0], PROMPT, max_new_tokens=args.tokens)
-            grounded[0] += 1
+    failed: list[BaseException] = []
+
+    def ground_loop() -> None:
+        try:
+            while not stop.is_set():
+                if not busy.is_set():
+                    time.sleep(0.01)
+                    continue
+                language.segment(frames[0], PROMPT, max_new_tokens=args.tokens)
+                grounded[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the measuring thread
+            failed.append(exc)
 
     def rate(seconds: float) -> float:
         n0, t0 = len(steps), time.perf_counter()
         time.sleep(seconds)
         return (len(steps) - n0) / (time.perf_counter() - t0)
 
-    threads = [threading.Thread(target=track, daemon=True), threading.Thread(target=language, daemon=True)]
+    threads = [threading.Thread(target=track, daemon=True), threading.Thread(target=ground_loop, daemon=True)]
     for t in threads:
         t.start()
     try:
@@ -283,8 +288,10 @@ def busy_vs_idle(language, model: Sa2VA, frames, args, clock: Clock, device: tor
         # At least one whole grounding inside the window, however slow the model is.
         n_before, steps_before, t0 = grounded[0], len(steps), time.perf_counter()
         time.sleep(args.window)
-        while grounded[0] == n_before and time.perf_counter() - t0 < 300:
+        while grounded[0] == n_before and not failed and time.perf_counter() - t0 < 300:
             time.sleep(0.02)
+        if failed:
+            raise RuntimeError("grounding failed while tracking") from failed[0]
         busy_rate = (len(steps) - steps_before) / (time.perf_counter() - t0)
         busy.clear()
         groundings = grounded[0] - n_before
