@@ -15,8 +15,9 @@ DDS threads exist). It offers the calls the ROS node's language tasks make (``gr
 * Frames travel through one shared-memory block: a request's images are written into it once
   and the child reads them in place as numpy views (no pickling, no pipe transfer of pixels).
   One request runs at a time (a lock), so one block suffices; it grows when an image needs more.
-* Text streams back piece by piece over the pipe; when ``on_text`` returns False the parent sets
-  a shared cancel flag the child's generation polls, exactly as in-process cancellation.
+* Text streams back piece by piece over the pipe and the child waits for the caller's verdict on
+  each piece (one pipe round trip), so ``on_text`` returning False stops generation at the same
+  token as in-process; a shared flag carries the cancellation too.
 * The child's errors come back as the same exceptions (InputError and friends); a child that
   dies is reported as a :class:`~sa2va_ros.model.errors.Sa2VAError` saying so.
 * The child is niced and has its own torch thread count (``nice``, ``threads``): as a process,
@@ -240,8 +241,10 @@ class RemoteSa2VA:
             while True:
                 kind, payload = self._receive()
                 if kind == "text":
-                    if on_text is not None and on_text(payload) is False:
+                    go_on = on_text is None or on_text(payload) is not False
+                    if not go_on:
                         self._cancel.set()
+                    self._conn.send(go_on)  # the child waits for it: cancellation is exact
                     continue
                 if kind == "error":
                     raise payload
@@ -339,7 +342,10 @@ def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int,
 
             def on_text(piece: str, stream: bool = stream) -> bool:
                 if stream:
+                    # One round trip per piece: the caller's verdict on THIS piece, as in-process.
                     conn.send(("text", piece))
+                    if not conn.recv():
+                        return False
                 return not cancel.is_set()
 
             result = _serve(sa2va, method, arrays, kwargs, on_text)
