@@ -1,11 +1,12 @@
 """The floor under bench/node_latency.py: a bare rclpy pair, no model, no sa2va node.
 
 A "camera" process publishes a 640x480 rgb8 frame (sensor-data QoS), a "relay" process takes it
-in a subscription, holds it for 50 ms in a worker thread and publishes a 640x480 mono8 image back
-(reliable), as sa2va_node does with its tracker step and ``masks``. Printed: round trip minus the
-50 ms, i.e. what ROS transport and executors alone cost, with the worker either sleeping
-(``--work sleep``: CPU idle) or computing with torch for those 50 ms (``--work torch``: CPU
-busy, as a tracker is).
+in a subscription, holds it for 50 ms (``--hold``) in a worker thread and publishes a 640x480 mono8
+image back (reliable), as sa2va_node does with its tracker step and ``masks``. Printed: round trip
+minus the work the relay really did (it reports it in the answer), i.e. what ROS transport and
+executors alone cost, with the worker either sleeping (``--work sleep``: CPU idle) or computing
+with torch (``--work torch``: CPU busy, as a tracker is). bench/node_latency.py runs the same relay
+interleaved with the node, as the node's floor.
 
     python bench/rclpy_pair.py --work sleep
     python bench/rclpy_pair.py --work torch
@@ -29,7 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 HOLD_S = 0.05
 
 
-def relay(work: str) -> None:
+def relay(work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = False) -> None:
+    """Take frames on ``pair_image``, hold each ``hold_s`` in a worker thread, answer on ``pair_back``.
+
+    The answer's ``header.frame_id`` carries the time the work really took (seconds), so a
+    receiver can subtract it exactly (bench/node_latency.py does).
+    """
     import numpy as np
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -51,13 +57,18 @@ def relay(work: str) -> None:
             slot[:] = [msg]
             cond.notify()
 
-    node.create_subscription(Image, "pair_image", on_image, qos_profile_sensor_data)
+    image_qos = qos_profile_sensor_data
+    if reliable:  # as sa2va_node with image_qos_reliability:=reliable
+        image_qos = QoSProfile(depth=qos_profile_sensor_data.depth, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(Image, "pair_image", on_image, image_qos)
     labels = np.zeros((480, 640), np.uint8)
 
     def worker() -> None:
         import torch
 
-        a = torch.randn(512, 512)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        a = torch.randn(128, 128)  # small steps: the hold ends within a fraction of a millisecond
         while True:
             with cond:
                 while not slot:
@@ -65,10 +76,11 @@ def relay(work: str) -> None:
                 msg = slot.pop()
             t0 = time.perf_counter()
             if work == "sleep":
-                time.sleep(HOLD_S)
+                time.sleep(hold_s)
             else:
-                while time.perf_counter() - t0 < HOLD_S:
+                while time.perf_counter() - t0 < hold_s:
                     a @ a
+            msg.header.frame_id = f"{time.perf_counter() - t0:.6f}"
             pub.publish(array_to_image(labels, msg.header, "mono8"))
 
     threading.Thread(target=worker, daemon=True).start()
@@ -94,7 +106,8 @@ def camera(frames: int) -> list[float]:
     event = threading.Event()
 
     def on_back(msg: Image) -> None:
-        arrived[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time()
+        # Minus the work the relay really did (its frame_id), not the nominal hold.
+        arrived[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time() - float(msg.header.frame_id)
         event.set()
 
     node.create_subscription(
@@ -116,7 +129,7 @@ def camera(frames: int) -> list[float]:
             continue  # discovery not done yet, or a best-effort frame lost: send another
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         if key in arrived:
-            overheads.append(1000 * (arrived[key] - now / 1e9 - HOLD_S))
+            overheads.append(1000 * (arrived[key] - now / 1e9))
     return overheads
 
 
@@ -124,6 +137,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", choices=("sleep", "torch"), default="sleep")
     p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--hold", type=float, default=HOLD_S, help="seconds of work per frame (default 0.05)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the relay's work (0: torch's)")
+    p.add_argument("--reliable", action="store_true", help=argparse.SUPPRESS)  # relay: reliable images
     p.add_argument("--role", choices=("camera", "relay"), default="camera", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
@@ -131,10 +147,11 @@ def main() -> int:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
     sys.path.insert(0, str(REPO))
     if args.role == "relay":
-        relay(args.work)
+        relay(args.work, args.hold, args.threads, args.reliable)
         return 0
     child = subprocess.Popen(
-        [sys.executable, __file__, "--role", "relay", "--work", args.work], env=os.environ
+        [sys.executable, __file__, "--role", "relay", "--work", args.work, "--hold", str(args.hold)],
+        env=os.environ,
     )
     try:
         overheads = camera(args.frames)

@@ -70,10 +70,10 @@ def main() -> int:
     from node_harness import Planner, Process, node_args, ros_environment, write_model
     from sensor_msgs.msg import Image, RegionOfInterest
 
+    from sa2va_msgs.msg import Command, Reply
+    from sa2va_msgs.srv import AddObject, Ask, DescribeRegion
     from sa2va_ros.demo_camera import render
-    from sa2va_ros.msg import Command, Reply
     from sa2va_ros.node.image_codec import array_to_image
-    from sa2va_ros.srv import AddObject, Ask, DescribeRegion
 
     model = Path(args.model) if args.model else write_model(work / "model", force_seg=True)
     params = {

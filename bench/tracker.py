@@ -1,12 +1,13 @@
 """Benchmark: our StreamingTracker against Meta's SAM2VideoPredictor (a script, not a test).
 
-    python bench/tracker.py            # full run (about 10 minutes on 2 CPU cores)
-    python bench/tracker.py --quick    # a few minutes, fewer frames
+    python bench/tracker.py            # Sa2VA's real SAM-2 (Hiera-L): tens of minutes on 2 CPU cores
+    python bench/tracker.py --quick    # development: tiny trunk, fewer frames, a few minutes
+    bench/gpu.sh                       # the same comparison on a GPU, at 640x480 in bfloat16
 
 Measured side by side in one run, same frames, same SAM-2 config and weights (random, seeded):
 
-1. Speed at SAM-2's real 1024 input with a tiny trunk (the fixtures' sam2_config shape; or
-   --speed-config hiera-l for Sa2VA's real architecture): per tracked frame, ours / Meta's
+1. Speed at SAM-2's real 1024 input with Sa2VA's real architecture (Hiera-L; with --quick or
+   --speed-config tiny a tiny trunk, the fixtures' sam2_config shape): per tracked frame, ours / Meta's
    SAM2VideoPredictor for one box-prompted object (``ratio_1obj``; frame 0, the prompt frame,
    and predictor set-up excluded; the predictor has every frame decoded and normalised
    beforehand, we decode each frame in step()), and our per-object time at 4 objects / our
@@ -281,7 +282,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer frames (a few minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="development: tiny SAM-2 trunk, fewer frames (a few minutes)"
+    )
     parser.add_argument("--frames", type=int, default=None, help="frames of the 1024 speed run (default 12)")
     parser.add_argument("--repeats", type=int, default=None, help="speed passes to average (default 1)")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of our RSS run (default 10000)")
@@ -293,9 +296,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--speed-config",
-        default="tiny",
-        help="SAM-2 of the speed run: 'tiny' (fixture-shaped trunk, 1024 input), 'hiera-l' (the real "
-        "architecture, slow on a CPU) or the path of a sam2_config.json",
+        default=None,
+        help="SAM-2 of the speed run: 'hiera-l' (the default: Sa2VA's real architecture, slow on a CPU), "
+        "'tiny' (fixture-shaped trunk, 1024 input; the --quick default) or the path of a sam2_config.json",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
@@ -314,6 +317,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
+    args.speed_config = args.speed_config or ("tiny" if args.quick else "hiera-l")
     args.frames = args.frames or (6 if args.quick else 12)
     args.repeats = args.repeats or 1
     args.batch_objects = args.batch_objects == "on"

@@ -29,10 +29,10 @@ from node_harness import Planner, Process, node_args, ros_environment, write_mod
 from rclpy.action import ActionClient  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest  # noqa: E402
 
-from sa2va_ros.action import Chat  # noqa: E402
-from sa2va_ros.msg import Command, ObjectArray, Reply  # noqa: E402
+from sa2va_msgs.action import Chat  # noqa: E402
+from sa2va_msgs.msg import Command, ObjectArray, Reply  # noqa: E402
+from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 from sa2va_ros.node.image_codec import array_to_image, byte_sequence  # noqa: E402
-from sa2va_ros.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(400)]
 W, H = 160, 120

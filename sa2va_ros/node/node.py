@@ -301,9 +301,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         log.info(f"loading model '{params.model}' (device {params.device}, dtype {params.dtype}) ...")
         t0 = time.monotonic()
         try:
-            from sa2va_ros.model import Sa2VA
-
-            model = Sa2VA.from_pretrained(params.model, device=params.device, dtype=params.dtype)
+            model = self._load_model(params)
         except Exception as exc:  # noqa: BLE001 - any loading failure must leave the node up
             if not isinstance(exc, Sa2VAError):
                 log.error(traceback.format_exc())
@@ -375,6 +373,23 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         names = ", ".join(repr(c.name) for c in self._cameras)
         log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}")
         return TransitionCallbackReturn.SUCCESS
+
+    @staticmethod
+    def _load_model(params: P.NodeParams) -> Any:
+        """Sa2VA in this process, or with its language half in a child process (language_process)."""
+        if params.language_process:
+            from sa2va_ros.model.language_process import RemoteSa2VA
+
+            return RemoteSa2VA(
+                params.model,
+                device=params.device,
+                dtype=params.dtype,
+                threads=params.language_threads or max(1, (os.cpu_count() or 2) // 2),
+                nice=params.language_nice,
+            )
+        from sa2va_ros.model import Sa2VA
+
+        return Sa2VA.from_pretrained(params.model, device=params.device, dtype=params.dtype)
 
     def _configure_failed(self, message: str) -> TransitionCallbackReturn:
         self.get_logger().error(message)
@@ -471,6 +486,9 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._cameras = []
         self._tasks = None
         device = str(getattr(getattr(self._model, "sam2", None), "device", "cpu"))
+        close = getattr(self._model, "close", None)  # RemoteSa2VA: stop the language process
+        if close is not None:
+            close()
         self._model = None
         self._params = None  # the next configure reads the parameters again
         self._phase = "unconfigured"

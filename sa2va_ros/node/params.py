@@ -150,6 +150,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "niceness added to the language worker thread (Linux): tracking gets the CPU first and a busy "
               "language model barely slows it; 0 = same priority (faster answers, slower tracking)", False,
               _between(0, 19)),
+    ParamSpec("language_process", False,
+              "run the language model in its own process (frames shared through shared memory): it then "
+              "never holds the tracking loop's Python interpreter; SAM-2's weights are loaded twice", False),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", False,
               _between(0.1, 3600.0)),
     # --- tracking (dynamic) ---
@@ -256,6 +259,7 @@ class NodeParams:
     tracking_threads: int
     language_threads: int
     language_nice: int
+    language_process: bool
     diagnostics_period: float
     presence_threshold: float
     mask_threshold: float
