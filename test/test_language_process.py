@@ -16,7 +16,7 @@ import torch
 from sa2va_ros.model.errors import InputError, Sa2VAError
 from sa2va_ros.model.language_process import RemoteSa2VA
 from sa2va_ros.model.sa2va import Sa2VA
-from sa2va_ros.model.sam2_prompt import tiny_sam2_config
+from sa2va_ros.testing.sam2_writer import tiny_sam2_config
 
 pytestmark = pytest.mark.timeout(600)
 PROMPT = "<image>\nPlease segment the red circle."
