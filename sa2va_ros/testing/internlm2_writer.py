@@ -24,18 +24,10 @@ import torch
 
 from sa2va_ros.model import internlm2, prompts
 from sa2va_ros.model.checkpoint import SAM2_CONFIG_FILE
-from sa2va_ros.model.internvl import (
-    LLM_PREFIX,
-    PROJECTOR_PREFIX,
-    VISION_PREFIX,
-    Projector,
-    vision_config,
-)
 from sa2va_ros.model.mllm import SEG_TOKEN
-from sa2va_ros.testing.internvl_writer import vision_to_official
+from sa2va_ros.testing.internvl_writer import internvl_state
 from sa2va_ros.testing.tiny_checkpoint import _sam2_part
 from sa2va_ros.testing.tokenizer_writer import TRAINING_TEXT
-from sa2va_ros.testing.weights import plant_seg_answer, random_state, seg_projection_state
 
 VisionStyle = Literal["6b", "300m"]
 ChatTokenNames = Literal["unused", "named"]
@@ -322,33 +314,16 @@ def internlm2_sa2va_state(
 ) -> dict[str, torch.Tensor]:
     """InternViT + mlp1 + InternLM2 + text_hidden_fcs tensors with the official names."""
     from transformers import LlamaForCausalLM
-    from transformers.models.internvl import InternVLVisionModel
 
-    generator = torch.Generator().manual_seed(seed)
-    vcfg = vision_config(config["vision_config"])
-    llm_cfg = internlm2.llama_config(config["llm_config"])
-    with torch.device("meta"):
-        vision = InternVLVisionModel(vcfg)
-        llm = LlamaForCausalLM(llm_cfg)
-        projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, config["downsample_ratio"])
-    vision_state = random_state(vision, generator)
-    projector_state = random_state(projector, generator)
-    llm_state = random_state(llm, generator)
-    if force_seg:
-        vocab = tokenizer.get_vocab()
-        plant_seg_answer(
-            llm_state["model.embed_tokens.weight"],
-            llm_state["lm_head.weight"],
-            vocab[SEG_TOKEN],
-            vocab[IM_END],
-        )
-    state = {VISION_PREFIX + k: v for k, v in vision_to_official(vision_state).items()}
-    state.update({PROJECTOR_PREFIX + k: v for k, v in projector_state.items()})
-    state.update(
-        {LLM_PREFIX + k: v for k, v in llm_to_official_checked(llm_state, config["llm_config"]).items()}
+    return internvl_state(
+        config,
+        internlm2.llama_config(config["llm_config"]),
+        LlamaForCausalLM,
+        tokenizer,
+        seed,
+        force_seg,
+        lambda llm_state: llm_to_official_checked(llm_state, config["llm_config"]),
     )
-    state.update(seg_projection_state(llm_cfg.hidden_size, generator))
-    return state
 
 
 def llm_to_official_checked(llm_state: dict[str, torch.Tensor], llm_config: dict) -> dict[str, torch.Tensor]:

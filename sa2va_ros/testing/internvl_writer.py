@@ -6,6 +6,7 @@ loader builds and stored under the official names with the loader's own tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -161,15 +162,29 @@ def tiny_internvl_config(llm: TinyLLM, vocab_size: int, bos_id: int, eos_id: int
 
 def tiny_internvl_state(config: dict, tokenizer, seed: int, force_seg: bool) -> dict[str, torch.Tensor]:
     """InternViT + mlp1 + LLM + text_hidden_fcs tensors with the official names."""
+    config_cls, model_cls = llm_classes(config["llm_config"])
+    return internvl_state(config, config_cls(**config["llm_config"]), model_cls, tokenizer, seed, force_seg)
+
+
+def internvl_state(
+    config: dict,
+    llm_cfg,
+    llm_cls: type,
+    tokenizer,
+    seed: int,
+    force_seg: bool,
+    llm_to_official: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = dict,
+) -> dict[str, torch.Tensor]:
+    """Seeded InternVL-format tensors for any language model: ``llm_cls(llm_cfg)`` in native
+    names, ``llm_to_official`` giving the checkpoint's names (identity for Qwen2; InternLM2's
+    writer packs wqkv). One place for every InternVL-format writer."""
     from transformers.models.internvl import InternVLVisionModel
 
     generator = torch.Generator().manual_seed(seed)
     vcfg = vision_config(config["vision_config"])
-    config_cls, model_cls = llm_classes(config["llm_config"])
-    llm_cfg = config_cls(**config["llm_config"])
     with torch.device("meta"):
         vision = InternVLVisionModel(vcfg)
-        llm = model_cls(llm_cfg)
+        llm = llm_cls(llm_cfg)
         projector = Projector(vcfg.hidden_size, llm_cfg.hidden_size, config["downsample_ratio"])
     vision_state = random_state(vision, generator)
     projector_state = random_state(projector, generator)
@@ -184,6 +199,6 @@ def tiny_internvl_state(config: dict, tokenizer, seed: int, force_seg: bool) -> 
         )
     state = {VISION_PREFIX + k: v for k, v in vision_to_official(vision_state).items()}
     state.update({PROJECTOR_PREFIX + k: v for k, v in projector_state.items()})
-    state.update({LLM_PREFIX + k: v for k, v in llm_state.items()})
+    state.update({LLM_PREFIX + k: v for k, v in llm_to_official(llm_state).items()})
     state.update(seg_projection_state(llm_cfg.hidden_size, generator))
     return state
