@@ -273,6 +273,7 @@ class NodeParams:
     reground_min_interval: float
     overlay_rate: float
     overlay_alpha: float
+    object_masks: bool
     depth_enabled: bool
     depth_topic: str
     camera_info_topic: str
@@ -284,7 +285,6 @@ class NodeParams:
     depth_min_points: int
     cloud_rate: float
     cloud_points: int
-    object_masks: bool
     max_new_tokens: int
     max_command_length: int
     max_history_length: int
