@@ -191,6 +191,10 @@ def test_activate_then_compressed_frames_are_tracked_despite_a_corrupt_jpeg(syst
     planner, node, _ = system
     assert planner.change_state(Transition.TRANSITION_ACTIVATE)
     assert planner.get_state() == "active"
+    # A transition the state has not got (activate twice): refused, and the node lives on (Jazzy's
+    # rclpy raised it out of the executor and the node died).
+    assert not planner.change_state(Transition.TRANSITION_ACTIVATE)
+    assert node.alive() and planner.get_state() == "active"
     assert planner.wait_for("objects", timeout=60) is not None, node.log()[-2000:]
     box = RegionOfInterest(x_offset=30, y_offset=20, width=50, height=40)
     added = planner.call(AddObject, "add_object", AddObject.Request(label="thing", box=box))

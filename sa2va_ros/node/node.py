@@ -120,6 +120,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             )
         except TypeError:  # an rclpy without the callback_group argument: GetState waits for configure
             LifecycleNodeMixin.__init__(self, enable_communication_interface=True)
+        self._guard_change_state()
         self._declare_parameters()
         # After declaring: a bad value given at start-up is reported by configure, not a crash.
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -180,6 +181,32 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self._publish_diagnostics,
             callback_group=self._timer_group,
         )
+
+    def _guard_change_state(self) -> None:
+        """Answer a transition the current state has not got with success=false, never a crash.
+
+        Jazzy's rclpy raises RCLError out of the change_state service callback for such a request
+        (e.g. `activate` sent twice, or by a retrying client), and the executor re-raises it:
+        the node died (seen in the reliability suite under Jazzy). Kilted answers false itself.
+        """
+        for service in self.services:
+            if not service.srv_name.endswith("/change_state"):
+                continue
+            inner = service.callback
+
+            def guarded(request: Any, response: Any, inner: Any = inner) -> Any:
+                try:
+                    return inner(request, response)
+                except Exception as exc:  # noqa: BLE001 - a caller's bad transition must not kill the node
+                    self._warn_throttled(
+                        "lifecycle-transition",
+                        f"lifecycle transition {request.transition.id} '{request.transition.label}' refused "
+                        f"in state {self._phase}: {exc}",
+                    )
+                    response.success = False
+                    return response
+
+            service.callback = guarded
 
     def _command_request_sub(self, msg_type: type, topic: str, callback) -> Any:
         """A request subscription whose middleware losses are counted (the only ones DDS reports)."""
