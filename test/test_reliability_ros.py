@@ -315,6 +315,7 @@ def test_a_burst_of_1000_commands_is_answered_in_full(system):
     check_no_traceback(node)
 
 
+@pytest.mark.open_target  # issue 14: not met yet (see README "Under abuse"); run with -m open_target
 def test_50_concurrent_service_calls_are_all_answered(system):
     planner, node, _ = system
     client = planner._service_clients["ask"]  # answered before: its response path is matched
