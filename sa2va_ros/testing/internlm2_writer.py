@@ -15,7 +15,6 @@ loader's tables, so a round trip is exact.
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,10 +22,9 @@ from typing import Literal
 import torch
 
 from sa2va_ros.model import internlm2, prompts
-from sa2va_ros.model.checkpoint import SAM2_CONFIG_FILE
 from sa2va_ros.model.mllm import SEG_TOKEN
 from sa2va_ros.testing.internvl_writer import internvl_state
-from sa2va_ros.testing.tiny_checkpoint import _sam2_part
+from sa2va_ros.testing.tiny_checkpoint import save_with_sam2, write_json
 from sa2va_ros.testing.tokenizer_writer import TRAINING_TEXT
 
 VisionStyle = Literal["6b", "300m"]
@@ -215,9 +213,9 @@ def write_internlm2_tokenizer(
         "additional_special_tokens": list(ADDITIONAL_SPECIAL_TOKENS),
         **{key: entry(value) for key, value in named.items()},
     }
-    _write_json(out / "tokenizer_config.json", config)
-    _write_json(out / "added_tokens.json", dict(sorted(added.items())))
-    _write_json(out / "special_tokens_map.json", special_map)
+    write_json(out / "tokenizer_config.json", config)
+    write_json(out / "added_tokens.json", dict(sorted(added.items())))
+    write_json(out / "special_tokens_map.json", special_map)
     return internlm2.load_tokenizer(out)
 
 
@@ -336,10 +334,6 @@ def llm_to_official_checked(llm_state: dict[str, torch.Tensor], llm_config: dict
     return official
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def write_internlm2_checkpoint(
     out_dir: str | os.PathLike,
     *,
@@ -359,7 +353,6 @@ def write_internlm2_checkpoint(
     ``seed`` always gives the same files. ``force_seg`` plants weights that answer "[SEG]"
     and stop for any prompt. ``sam2_image_size`` below 1024 makes SAM-2 cheaper on a CPU.
     """
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,14 +361,6 @@ def write_internlm2_checkpoint(
         internlm2_llm_config(len(tokenizer), llm), internvit_config(vision_style, vision)
     )
     state = internlm2_sa2va_state(config, tokenizer, seed, force_seg)
-    sam2_config, sam2_state = _sam2_part(seed, sam2_image_size)
-    state.update(sam2_state)
-    save_file(
-        {k: v.detach().contiguous().clone() for k, v in state.items()},
-        str(out / "model.safetensors"),
-        metadata={"format": "pt"},
-    )
-    _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2})
-    _write_json(out / SAM2_CONFIG_FILE, sam2_config)
+    generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    save_with_sam2(out, config, state, generation, seed=seed, sam2_image_size=sam2_image_size)
     return out

@@ -53,8 +53,32 @@ def _sam2_part(seed: int, image_size: int) -> tuple[dict, dict[str, torch.Tensor
     return config, sam2_official_state_dict(build_sam2(config, seed=seed))
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_with_sam2(
+    out: Path,
+    config: dict,
+    state: dict[str, torch.Tensor],
+    generation_config: dict,
+    *,
+    seed: int,
+    sam2_image_size: int,
+) -> None:
+    """Add a tiny SAM-2 to an MLLM's official tensors and write the checkpoint's weight and JSON
+    files: the last step of every format's writer."""
+    from safetensors.torch import save_file
+
+    sam2_config, sam2_state = _sam2_part(seed, sam2_image_size)
+    save_file(
+        {k: v.detach().contiguous().clone() for k, v in {**state, **sam2_state}.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    write_json(out / "config.json", config)
+    write_json(out / "generation_config.json", generation_config)
+    write_json(out / SAM2_CONFIG_FILE, sam2_config)
 
 
 def write_tiny_checkpoint(
@@ -84,7 +108,6 @@ def write_tiny_checkpoint(
         raise ValueError(f"llm must be 'qwen2' or 'qwen3', got {llm!r}")
     if format == "internvl" and (text_config or vision_config):
         raise ValueError("text_config / vision_config overrides are for the 'qwen_vl' format only.")
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,16 +121,9 @@ def write_tiny_checkpoint(
         config, state = tiny_qwen_vl_parts(
             out, seed, force_seg, variant=variant, text=text_config, vision=vision_config
         )
-    sam2_config, sam2_state = _sam2_part(seed, sam2_image_size)
-    state.update(sam2_state)
-    save_file(
-        {k: v.detach().contiguous().clone() for k, v in state.items()},
-        str(out / "model.safetensors"),
-        metadata={"format": "pt"},
+    save_with_sam2(
+        out, config, state, _generation_config(tokenizer), seed=seed, sam2_image_size=sam2_image_size
     )
-    _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", _generation_config(tokenizer))
-    _write_json(out / SAM2_CONFIG_FILE, sam2_config)
     return out
 
 
