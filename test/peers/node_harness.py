@@ -33,7 +33,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -41,6 +41,11 @@ from sa2va_msgs.action import Chat
 from sa2va_msgs.msg import Command, ObjectArray, Reply
 
 BIN = Path(sys.executable).parent
+#: The planner's service and action clients keep every response. rclpy's default client QoS keeps
+#: the last 10: a burst of 50 calls whose answers arrive faster than the client takes them loses
+#: all but 10 in the client's own reader (the node answered every one). A real planner that sends
+#: bursts needs the same.
+CLIENT_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def write_model(out: Path, force_seg: bool = True, sam2_image_size: int = 256) -> Path:
@@ -117,14 +122,30 @@ class Planner(Node):
         self._cond = threading.Condition()
         self._pubs: dict[str, Any] = {}
         self._service_clients: dict[str, Any] = {}
+        self._chat_client: ActionClient | None = None
+        #: Why the spin thread stopped, if it did (every later wait would time out without it).
+        self.spin_error: BaseException | None = None
         self._executor = MultiThreadedExecutor(num_threads=4)
         self._executor.add_node(self)
-        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except BaseException as exc:  # noqa: BLE001 - reported by every later timeout
+            self.spin_error = exc
+            raise
+
+    def _timeout(self, what: str) -> TimeoutError:
+        why = f" (the planner's executor stopped: {self.spin_error!r})" if self.spin_error else ""
+        return TimeoutError(what + why)
 
     def close(self) -> None:
         self._executor.shutdown(timeout_sec=2)
         self._thread.join(5)  # a still-running spin thread at exit aborts the interpreter
+        if self._chat_client is not None:
+            self._chat_client.destroy()
         self.destroy_node()
 
     # -- topics -------------------------------------------------------------------------------
@@ -219,23 +240,46 @@ class Planner(Node):
     # -- services and actions ---------------------------------------------------------------
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
-        if name not in self._service_clients:
-            self._service_clients[name] = self.create_client(srv_type, name)
-        client = self._service_clients[name]
+        client = self.client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {name} is not available")
+            raise self._timeout(f"service {name} is not available")
         done = threading.Event()
         future = client.call_async(request)
         future.add_done_callback(lambda f: done.set())
         if not done.wait(timeout):
-            raise TimeoutError(f"service {name} did not answer in {timeout} s")
+            raise self._timeout(f"service {name} did not answer in {timeout} s")
         return future.result()
+
+    def client(self, srv_type: type, name: str) -> Any:
+        """This planner's one client of service ``name`` (made once, kept until close)."""
+        if name not in self._service_clients:
+            self._service_clients[name] = self.create_client(srv_type, name, qos_profile=CLIENT_QOS)
+        return self._service_clients[name]
+
+    def chat_client(self) -> ActionClient:
+        """This planner's one Chat action client.
+
+        Made once and destroyed only in :meth:`close`, after the executor stopped: destroying an
+        action client while the executor may still wait on it (late feedback, a cancel answer)
+        raised "cannot use Destroyable because destruction was requested" in the spin thread
+        under Jazzy, and every later call of the test timed out.
+        """
+        if self._chat_client is None:
+            self._chat_client = ActionClient(
+                self,
+                Chat,
+                "chat",
+                goal_service_qos_profile=CLIENT_QOS,
+                result_service_qos_profile=CLIENT_QOS,
+                cancel_service_qos_profile=CLIENT_QOS,
+            )
+        return self._chat_client
 
     def chat(self, goal: Chat.Goal, cancel_after_feedback: int = 0, timeout: float = 120.0):
         """Send a Chat goal; returns (result, status, feedback list)."""
-        client = ActionClient(self, Chat, "chat")
+        client = self.chat_client()
         if not client.wait_for_server(timeout_sec=30):
-            raise TimeoutError("chat action server is not available")
+            raise self._timeout("chat action server is not available")
         feedback: list = []
         cancel_sent = threading.Event()
         handle_box: list = []
@@ -250,16 +294,15 @@ class Planner(Node):
         send = client.send_goal_async(goal, feedback_callback=on_feedback)
         send.add_done_callback(lambda f: (handle_box.append(f.result()), accepted.set()))
         if not accepted.wait(30):
-            raise TimeoutError("chat goal was not answered")
+            raise self._timeout("chat goal was not answered")
         handle = handle_box[0]
         assert handle.accepted
         finished = threading.Event()
         result_future = handle.get_result_async()
         result_future.add_done_callback(lambda f: finished.set())
         if not finished.wait(timeout):
-            raise TimeoutError("chat goal did not finish")
+            raise self._timeout("chat goal did not finish")
         response = result_future.result()
-        client.destroy()
         return response.result, response.status, feedback
 
     def set_parameters(self, **values: Any):
@@ -288,13 +331,9 @@ class Planner(Node):
         ).current_state.label
 
     def change_state_async(self, transition: int):
-        if "change_state" not in self._service_clients:
-            self._service_clients["change_state"] = self.create_client(
-                ChangeState, f"{self.target}/change_state"
-            )
-        client = self._service_clients["change_state"]
+        client = self.client(ChangeState, f"{self.target}/change_state")
         if not client.wait_for_service(timeout_sec=30):
-            raise TimeoutError("change_state is not available")
+            raise self._timeout("change_state is not available")
         return client.call_async(ChangeState.Request(transition=Transition(id=transition)))
 
     def change_state(self, transition: int, timeout: float = 120.0) -> bool:
@@ -302,7 +341,7 @@ class Planner(Node):
         done = threading.Event()
         future.add_done_callback(lambda f: done.set())
         if not done.wait(timeout):
-            raise TimeoutError(f"transition {transition} did not finish in {timeout} s")
+            raise self._timeout(f"transition {transition} did not finish in {timeout} s")
         return future.result().success
 
     def diagnostics(self, name_part: str, timeout: float = 10.0) -> dict[str, str] | None:
