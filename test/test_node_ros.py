@@ -243,7 +243,10 @@ def test_describe_region_service(system):
             assert np.array_equal(region, mask)
     added = track(planner, "the red circle")
     object_id = added.objects[0].id
-    planner.wait_for("objects", lambda m: any(o.id == object_id and o.area for o in m.objects), timeout=30)
+    seen = planner.wait_for(
+        "objects", lambda m: any(o.id == object_id and o.area for o in m.objects), timeout=30
+    )
+    assert seen is not None, f"no objects message showed object {object_id}'s mask within 30 s"
     r = planner.call(DescribeRegion, "describe_region", DescribeRegion.Request(object_id=object_id))
     assert r.success, r.message
     r = planner.call(DescribeRegion, "describe_region", DescribeRegion.Request(object_id=4242))

@@ -22,6 +22,7 @@ from sa2va_ros.node.camera import Camera, FrameScheduler  # noqa: E402
 from sa2va_ros.node.label_image import label_image  # noqa: E402
 from sa2va_ros.node.language_worker import (  # noqa: E402
     CancelledError,
+    DeadlineError,
     LanguageWorker,
     QueueFullError,
     WorkerStoppedError,
@@ -250,6 +251,59 @@ def test_worker_stop_fails_waiting_jobs():
         waiting.result()
     with pytest.raises(WorkerStoppedError, match="not active"):
         worker.submit(lambda job: None, "late")
+
+
+def test_worker_deadlines_end_queued_and_running_jobs_on_time():
+    worker = LanguageWorker(4)
+    worker.start()
+    try:
+        stopped = threading.Event()
+
+        def long(job):
+            while not job.cancel_requested:
+                time.sleep(0.01)
+            stopped.set()
+            return "late answer"
+
+        ended = []
+        running = worker.submit(long, "chat", timeout=0.3)
+        queued = worker.submit(lambda job: "never ran", "ask", timeout=0.2)
+        queued.add_done_callback(lambda job: ended.append((job.kind, time.monotonic())))
+        t0 = time.monotonic()
+        assert queued.wait(2) and running.wait(2)
+        with pytest.raises(DeadlineError, match=r"ask timed out after 0.2 s .*request_timeout"):
+            queued.result()
+        with pytest.raises(DeadlineError, match="chat timed out"):
+            running.result()  # the caller's answer is the deadline, not the late value
+        assert stopped.wait(2), "the running job was asked to stop"
+        assert ended and ended[0][0] == "ask" and ended[0][1] - t0 < 1.0
+        assert worker.expired == 2 and worker.depth == 0
+        assert worker.submit(lambda job: "free again", "next").wait(5)
+    finally:
+        worker.stop()
+
+
+def test_worker_cancel_ends_a_queued_job_at_once_and_callbacks_run_once():
+    worker = LanguageWorker(4)
+    worker.start()
+    gate = threading.Event()
+    try:
+        blocker = worker.submit(lambda job: gate.wait(5), "first")
+        queued = worker.submit(lambda job: "never", "chat")
+        calls = []
+        queued.add_done_callback(calls.append)
+        worker.cancel(queued)
+        assert queued.done() and calls == [queued], "ended by the cancel, not when the worker gets to it"
+        with pytest.raises(CancelledError):
+            queued.result()
+        gate.set()
+        assert blocker.wait(5) and worker.depth == 0
+        late = []
+        queued.add_done_callback(late.append)  # added after the end: called at once
+        assert late == [queued] and calls == [queued]
+    finally:
+        gate.set()
+        worker.stop()
 
 
 # --- cameras ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.action import ActionServer, CancelResponse
+from rclpy.action import ActionServer
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -62,8 +62,9 @@ from .load_errors import load_hint
 from .memory import Trimmer, rss_bytes
 from .messages import is_drawn, masks_image, object_array
 from .overlay import OverlayItem, render_overlay
-from .requests import RequestHandlers
+from .requests import RequestHandlers, Serving
 from .tasks import LanguageTasks
+from .throttle import WarnThrottle
 from .tracking import TrackingLoop
 
 try:  # Iron and later
@@ -107,7 +108,7 @@ def _seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class Sa2VANode(RequestHandlers, LifecycleNode):
+class Sa2VANode(LifecycleNode):
     """Language-grounded segmentation, tracking and chat on one or more camera streams."""
 
     def __init__(self, node_name: str = "sa2va", **kwargs: Any) -> None:
@@ -137,9 +138,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._tracking: TrackingLoop | None = None
         self._worker: LanguageWorker | None = None
         self._command_subs: list = []
-        self._throttle: dict[str, list] = {}  # key -> [last warning time, warnings suppressed since]
-        self._chat_lock = threading.Lock()
-        self._chat_pending = 0  # chat goals accepted but not yet queued on the worker
+        self._warn_throttled = WarnThrottle(self.get_logger())
         #: Requests the middleware reported lost before they reached a callback (message_lost).
         self._requests_lost = 0
         self._trim = Trimmer()  # when the language worker goes idle, and on cleanup
@@ -149,15 +148,24 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         self._request_group = ReentrantCallbackGroup()
         self._image_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self._reply_pub = self.create_publisher(Reply, "reply", REQUEST_QOS)
-        self._command_request_sub(String, "command", lambda msg: self._on_command("", msg))
-        self._command_request_sub(Command, "command_request", self._on_command_request)
+        self._requests = RequestHandlers(
+            self.get_fully_qualified_name(),
+            self.get_logger(),
+            self._warn_throttled,
+            self.create_publisher(Reply, "reply", REQUEST_QOS),
+            params=lambda: self._params,
+            state=lambda: (self._phase, self._load_error),
+            executor=lambda: self.executor,
+        )
+        requests = self._requests
+        self._command_request_sub(String, "command", lambda msg: requests.on_command("", msg))
+        self._command_request_sub(Command, "command_request", requests.on_command_request)
         for srv_type, name, callback in (
-            (Segment, "segment", self._srv_segment),
-            (Ask, "ask", self._srv_ask),
-            (DescribeRegion, "describe_region", self._srv_describe),
-            (AddObject, "add_object", self._srv_add_object),
-            (RemoveObjects, "remove_objects", self._srv_remove_objects),
+            (Segment, "segment", requests.segment),
+            (Ask, "ask", requests.ask),
+            (DescribeRegion, "describe_region", requests.describe_region),
+            (AddObject, "add_object", requests.add_object),
+            (RemoveObjects, "remove_objects", requests.remove_objects),
         ):
             self.create_service(
                 srv_type, name, callback, qos_profile=SERVICE_QOS, callback_group=self._request_group
@@ -166,9 +174,9 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self,
             Chat,
             "chat",
-            execute_callback=self._execute_chat,
-            goal_callback=self._on_chat_goal,
-            cancel_callback=lambda handle: CancelResponse.ACCEPT,
+            execute_callback=requests.execute_chat,
+            goal_callback=requests.on_chat_goal,
+            cancel_callback=requests.on_chat_cancel,
             callback_group=self._request_group,
             goal_service_qos_profile=SERVICE_QOS,
             result_service_qos_profile=SERVICE_QOS,
@@ -275,8 +283,11 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
 
     @property
     def executor_threads(self) -> int:
-        """Enough executor threads for every request that may wait on the worker, and more."""
-        return min(64, int(self._startup_value("language_queue_size")) + 6)
+        """Threads for what may run at once: a lifecycle transition (configure loads the model),
+        the timer, one image callback per camera and short request callbacks. Requests waiting
+        for the language worker hold none (they are coroutines), so the queue size plays no part.
+        """
+        return 4 + len(self._startup_value("cameras"))
 
     def _read_params(self) -> P.NodeParams:
         return P.from_values({spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS})
@@ -375,7 +386,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
                         self._command_request_sub(
                             String,
                             camera.topic("command"),
-                            lambda msg, c=camera.name: self._on_command(c, msg),
+                            lambda msg, c=camera.name: self._requests.on_command(c, msg),
                         )
                     )
                 self._cameras.append(camera)
@@ -440,6 +451,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             self._scheduler, self._process_frame, self._on_tracking_error, self._tracking_thread_setup
         )
         self._tracking.start()
+        self._requests.serve(Serving(self._cameras, self._tasks, self._worker, self._model.sam2))
         self._phase = "active"
         topics = ", ".join(c.subscription.topic_name for c in self._cameras)
         self.get_logger().info(f"active: tracking {topics}")
@@ -478,6 +490,7 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def _stop_io(self, reason: str) -> None:
+        self._requests.serve(None)
         if self._phase == "active":
             self._phase = "inactive"
         for camera in self._cameras:
@@ -549,22 +562,6 @@ class Sa2VANode(RequestHandlers, LifecycleNode):
             tid = threading.get_native_id()
             current = os.getpriority(os.PRIO_PROCESS, tid)
             os.setpriority(os.PRIO_PROCESS, tid, min(19, current + params.language_nice))
-
-    def _warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
-        """One WARN per ``key`` (a kind of problem, never a message's text) and ``period``.
-
-        A flood of varied garbage of one kind writes one line per period, saying how many like
-        it were not written; another kind of problem still gets its own line at once.
-        """
-        now = time.monotonic()
-        entry = self._throttle.setdefault(key, [-1e9, 0])
-        if now - entry[0] < period:
-            entry[1] += 1
-            return
-        if entry[1]:
-            message += f" ({entry[1]} more like it in the last {now - entry[0]:.0f} s not logged)"
-        entry[0], entry[1] = now, 0
-        self.get_logger().warning(message)
 
     # ------------------------------------------------------------------ images and tracking
 

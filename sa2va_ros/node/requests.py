@@ -1,20 +1,24 @@
 """Commands, services and the Chat action of the sa2va node: validate, queue, answer.
 
 Every request is checked in its callback (node active, camera known, text not empty nor too
-long, image decodable), then queued on the language worker; the callback waits for the answer
-(services, action) or the worker publishes it on `reply` (commands). Whatever goes wrong becomes
-``success=false`` and a message saying why, never an exception escaping into the executor.
-Mixed into :class:`~sa2va_ros.node.node.Sa2VANode`; the attributes it reads are the node's.
+long, image decodable), then queued on the language worker. Services and the action are
+coroutines that ``await`` the job, so a waiting request holds no executor thread (the
+executor's size does not grow with the queue) and nothing polls; commands get their answer
+published on `reply` by the worker. Whatever goes wrong becomes ``success=false`` and a
+message saying why, never an exception escaping into the executor.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from rclpy.action import GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
+from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -26,10 +30,19 @@ from sa2va_ros.model.mllm import Turn
 
 from .camera import Camera, Frame, stamp_ns
 from .image_codec import ImageError, image_to_rgb8, is_empty, mask_from_image
-from .language_worker import CancelledError, QueueFullError, WorkerStoppedError
+from .language_worker import (
+    CancelledError,
+    DeadlineError,
+    Job,
+    LanguageWorker,
+    QueueFullError,
+    WorkerStoppedError,
+)
 from .mask_codec import mask_message
 from .messages import FoundObject, clean_text, found_objects
+from .params import NodeParams
 from .tasks import SOURCE_LATEST_FRAME, SOURCE_NONE, Answer, LanguageTasks
+from .throttle import WarnThrottle
 from .validation import ValidationError, id_list, prefix
 from .validation import box as checked_box
 from .validation import object_ids as checked_ids
@@ -57,36 +70,99 @@ def _kind(exc: BaseException) -> str:
     return getattr(exc, "kind", type(exc).__name__)
 
 
+@dataclass
+class Serving:
+    """What the handlers work with while the node is active (made by the node's activate)."""
+
+    cameras: list[Camera]
+    tasks: LanguageTasks
+    worker: LanguageWorker
+    #: The model's SAM-2: a prompt on a stamped frame becomes a mask there.
+    sam2: Any
+
+
 class RequestHandlers:
-    """The request side of the node (a mixin of Sa2VANode)."""
+    """The request side of the node: given what it uses, it owns no ROS entity.
+
+    The node creates the services, topics and action from start-up with these methods as
+    callbacks, hands over a :class:`Serving` on activate and takes it back on deactivate; in
+    between (or before) every request is answered with what state the node is in and how to
+    change it.
+    """
+
+    def __init__(
+        self,
+        node_name: str,
+        logger: Any,
+        warn: WarnThrottle,
+        reply_pub: Any,
+        params: Callable[[], NodeParams | None],
+        state: Callable[[], tuple[str, str]],
+        executor: Callable[[], Any],
+    ) -> None:
+        self._node_name = node_name
+        self._logger = logger
+        self._warn = warn
+        self._reply_pub = reply_pub
+        self._params_of = params
+        #: (phase, last load error) of the node, for the answer to a request it cannot serve.
+        self._state = state
+        #: The executor spinning the node: a finished job wakes it to resume the waiting callback.
+        self._executor = executor
+        self._serving: Serving | None = None
+        self._chat_lock = threading.Lock()
+        self._chat_pending = 0  # chat goals accepted but not yet queued on the worker
+        self._chat_jobs: dict[bytes, tuple[LanguageWorker, Job]] = {}
+        self._chat_cancelled: set[bytes] = set()
+
+    def serve(self, serving: Serving | None) -> None:
+        """Start (activate) or stop (None: deactivate) serving requests."""
+        self._serving = serving
+
+    @property
+    def _params(self) -> NodeParams:
+        params = self._params_of()
+        if params is None:  # only between deactivate and cleanup's end, which also stop serving
+            raise RequestError("the node is not configured", "state")
+        return params
+
+    @property
+    def _tasks(self) -> LanguageTasks:
+        return self._active().tasks
 
     # ------------------------------------------------------------------ request helpers
 
-    def _require_active(self) -> None:
-        name = self.get_fully_qualified_name()
-        if self._phase == "active":
-            return
-        if self._phase == "loading":
+    def _active(self) -> Serving:
+        serving = self._serving
+        if serving is not None:
+            return serving
+        phase, load_error = self._state()
+        name = self._node_name
+        if phase == "loading":
             raise RequestError(
-                "the model is still loading (configure in progress); try again when the node is active"
+                "the model is still loading (configure in progress); try again when the node is active",
+                "state",
             )
-        if self._phase == "inactive":
-            raise RequestError(f"the node is inactive; activate it: ros2 lifecycle set {name} activate")
-        reason = f" (last error: {self._load_error})" if self._load_error else ""
+        if phase in ("inactive", "active"):
+            raise RequestError(
+                f"the node is inactive; activate it: ros2 lifecycle set {name} activate", "state"
+            )
+        reason = f" (last error: {load_error})" if load_error else ""
         raise RequestError(
             f"the node is unconfigured, no model is loaded{reason}; configure and activate it: "
-            f"ros2 lifecycle set {name} configure, then activate"
+            f"ros2 lifecycle set {name} configure, then activate",
+            "state",
         )
 
     def _camera(self, name: str) -> Camera:
-        self._require_active()
+        cameras = self._active().cameras
         if not name:
-            return self._cameras[0]
+            return cameras[0]
         wanted = name.strip("/")
-        for camera in self._cameras:
+        for camera in cameras:
             if camera.name.strip("/") == wanted:
                 return camera
-        known = ", ".join(repr(c.name) for c in self._cameras)
+        known = ", ".join(repr(c.name) for c in cameras)
         raise RequestError(f"unknown camera '{prefix(name, 80)}'; this node serves: {known}", "camera")
 
     def _check_text(self, text: str, what: str) -> str:
@@ -137,45 +213,55 @@ class RequestHandlers:
             f"{what} (frame_history). Leave stamp zero for the newest frame."
         )
 
-    def _submit(self, kind: str, fn: Callable) -> Any:
-        worker = self._worker
-        if worker is None:
-            raise RequestError(f"{kind} refused: the node is not active", "state")
+    def _submit(self, kind: str, fn: Callable, timeout: float | None = None) -> Job:
+        worker = self._active().worker
         try:
-            return worker.submit(fn, kind)
+            return worker.submit(fn, kind, timeout=timeout)
         except (QueueFullError, WorkerStoppedError) as exc:
             raise RequestError(str(exc), "queue") from exc
 
-    def _result(self, kind: str, job: Any, cancel: Callable[[], bool] | None = None) -> Any:
-        """Wait for a job (request_timeout), mapping every failure to a RequestError."""
-        deadline = time.monotonic() + self._params.request_timeout
-        while not job.wait(0.05):
-            if cancel is not None and cancel():
-                job.cancel()
-            if time.monotonic() > deadline:
-                job.cancel()
-                raise RequestError(
-                    f"{kind} timed out after {self._params.request_timeout:.0f} s waiting for the language "
-                    "model (request_timeout)"
-                )
+    async def _finished(self, job: Job) -> None:
+        """Wait for ``job`` without holding a thread: the callback resumes when the job ends.
+
+        The job's done callback completes an rclpy Future from the worker thread; the Future's
+        own done callback, scheduled on the executor, wakes the executor, which resumes this
+        coroutine (Humble to Kilted resume waiting coroutines whenever the executor wakes).
+        """
+        future: Future = Future(executor=self._executor())
+        future.add_done_callback(_wakes_the_executor)
+        job.add_done_callback(lambda _job: future.set_result(None))
+        await future
+
+    def _outcome(self, kind: str, job: Job) -> Any:
+        """A finished job's value, every failure mapped to a RequestError."""
         try:
             return job.result()
-        except (InputError, ImageError, CancelledError, WorkerStoppedError, RequestError) as exc:
+        except (
+            InputError,
+            ImageError,
+            CancelledError,
+            DeadlineError,
+            WorkerStoppedError,
+            RequestError,
+        ) as exc:
             raise RequestError(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - reported to the caller, logged with the trace
-            self.get_logger().error(f"{kind} failed:\n{traceback.format_exc()}")
+            trace = "".join(traceback.format_exception(exc))
+            self._logger.error(f"{kind} failed:\n{trace}")
             raise RequestError(f"{kind} failed: {type(exc).__name__}: {exc}") from exc
 
-    def _run(self, kind: str, fn: Callable) -> Any:
-        return self._result(kind, self._submit(kind, fn))
+    async def _run(self, kind: str, fn: Callable) -> Any:
+        job = self._submit(kind, fn, self._params.request_timeout)
+        await self._finished(job)
+        return self._outcome(kind, job)
 
     # ------------------------------------------------------------------ commands (topics)
 
-    def _on_command(self, camera: str, msg: String) -> None:
+    def on_command(self, camera: str, msg: String) -> None:
         """A plain-text command: find and track what it names (camera "" = the first one)."""
-        self._on_command_request(Command(action=Command.ADD, camera=camera, text=msg.data))
+        self.on_command_request(Command(action=Command.ADD, camera=camera, text=msg.data))
 
-    def _on_command_request(self, msg: Command) -> None:
+    def on_command_request(self, msg: Command) -> None:
         # Echo a prefix only: a 10 MB command must not come back as a 10 MB reply.
         reply = Reply(
             request_id=prefix(msg.request_id),
@@ -220,7 +306,7 @@ class RequestHandlers:
         except REFUSED as exc:
             reply.success = False
             reply.message = str(exc)
-            self._warn_throttled(
+            self._warn(
                 f"refused:{_kind(exc)}", f"request '{reply.request_id}' refused: {prefix(str(exc), 500)}"
             )
             self._reply_pub.publish(reply)
@@ -240,7 +326,7 @@ class RequestHandlers:
             except (InputError, ImageError, RequestError, CancelledError) as exc:
                 reply.success, reply.message = False, str(exc)
             except Exception as exc:  # noqa: BLE001
-                self.get_logger().error(f"{kind} failed:\n{traceback.format_exc()}")
+                self._logger.error(f"{kind} failed:\n{traceback.format_exc()}")
                 reply.success, reply.message = False, f"{kind} failed: {type(exc).__name__}: {exc}"
             self._reply_pub.publish(reply)
 
@@ -283,12 +369,12 @@ class RequestHandlers:
 
     # ------------------------------------------------------------------ services
 
-    def _srv_segment(self, req: Segment.Request, res: Segment.Response) -> Segment.Response:
+    async def segment(self, req: Segment.Request, res: Segment.Response) -> Segment.Response:
         try:
             camera = self._camera(req.camera)
             expression = self._check_text(req.prompt, "prompt")
             frame = self._given_frame(req.image) or self._stamped(camera, req.stamp)
-            answer = self._run(
+            answer = await self._run(
                 "segment", lambda job: self._tasks.segment(camera, expression, frame, req.track, job)
             )
             res.text, res.raw_text = answer.text, answer.raw_text
@@ -299,7 +385,7 @@ class RequestHandlers:
             res.success, res.message = False, str(exc)
         return res
 
-    def _srv_ask(self, req: Ask.Request, res: Ask.Response) -> Ask.Response:
+    async def ask(self, req: Ask.Request, res: Ask.Response) -> Ask.Response:
         try:
             camera = self._camera(req.camera)
             question = self._check_text(req.question, "question")
@@ -309,7 +395,7 @@ class RequestHandlers:
                 raise RequestError(
                     "image is only used with SOURCE_LATEST_FRAME; leave it empty for other sources"
                 )
-            answer = self._run(
+            answer = await self._run(
                 "ask", lambda job: self._tasks.ask(camera, question, req.source, frame, req.track, job)
             )
             res.text, res.raw_text = answer.text, answer.raw_text
@@ -321,7 +407,7 @@ class RequestHandlers:
             res.success, res.message = False, str(exc)
         return res
 
-    def _srv_describe(
+    async def describe_region(
         self, req: DescribeRegion.Request, res: DescribeRegion.Response
     ) -> DescribeRegion.Response:
         try:
@@ -347,7 +433,7 @@ class RequestHandlers:
                 region["mask"] = self._object_mask(camera, frame, req.object_id)
             else:
                 raise RequestError("say which region to describe: a mask, a box, a point or an object_id")
-            answer = self._run(
+            answer = await self._run(
                 "describe", lambda job: self._tasks.describe(frame, job, prompt=prompt, **region)
             )
             res.text = answer.text
@@ -359,7 +445,7 @@ class RequestHandlers:
             res.success, res.message = False, str(exc)
         return res
 
-    def _srv_add_object(self, req: AddObject.Request, res: AddObject.Response) -> AddObject.Response:
+    def add_object(self, req: AddObject.Request, res: AddObject.Response) -> AddObject.Response:
         try:
             camera = self._camera(req.camera)
             stamped = self._stamped(camera, req.stamp)
@@ -385,7 +471,7 @@ class RequestHandlers:
                 # and the tracker takes the object from that mask.
                 mask = kwargs.get("mask")
                 if mask is None:
-                    mask = self._model.sam2.mask_from_prompt(stamped.rgb, **kwargs)
+                    mask = self._active().sam2.mask_from_prompt(stamped.rgb, **kwargs)
                     if not mask.any():
                         raise RequestError(
                             "SAM-2 found no object at the prompt on the frame it names", "region"
@@ -401,7 +487,7 @@ class RequestHandlers:
             res.success, res.message = False, str(exc)
         return res
 
-    def _srv_remove_objects(
+    def remove_objects(
         self, req: RemoveObjects.Request, res: RemoveObjects.Response
     ) -> RemoveObjects.Response:
         try:
@@ -419,26 +505,36 @@ class RequestHandlers:
 
     # ------------------------------------------------------------------ chat action
 
-    def _on_chat_goal(self, goal: Chat.Goal) -> GoalResponse:
+    def on_chat_goal(self, goal: Chat.Goal) -> GoalResponse:
         """Accept a goal only when the worker can still queue it; reject it at once otherwise.
 
         Accepted goals that have not reached the worker yet hold a slot, so a burst of 50 goals
         gets as many acceptances as the queue has room for and 50 - that many rejections.
+        (A goal for an inactive node is accepted and then aborted with the reason.)
         """
-        worker = self._worker
+        serving = self._serving
         with self._chat_lock:
-            if (
-                self._phase == "active"
-                and worker is not None
-                and worker.depth + self._chat_pending >= worker.max_queue
-            ):
-                worker.rejected += 1
-                self._warn_throttled(
-                    "refused:queue", f"chat goal rejected: language_queue_size={worker.max_queue} is full"
+            if serving is not None and serving.worker.depth + self._chat_pending >= serving.worker.max_queue:
+                serving.worker.rejected += 1
+                self._warn(
+                    "refused:queue",
+                    f"chat goal rejected: language_queue_size={serving.worker.max_queue} is full",
                 )
                 return GoalResponse.REJECT
             self._chat_pending += 1
         return GoalResponse.ACCEPT
+
+    def on_chat_cancel(self, goal_handle: Any) -> CancelResponse:
+        """Stop the goal's generation (or drop it from the queue); the goal ends as cancelled."""
+        key = bytes(goal_handle.goal_id.uuid)
+        with self._chat_lock:
+            entry = self._chat_jobs.get(key)
+            if entry is None:  # not queued yet: execute_chat sees this when it queues the goal
+                self._chat_cancelled.add(key)
+        if entry is not None:
+            worker, job = entry
+            worker.cancel(job)
+        return CancelResponse.ACCEPT
 
     def _release_chat_slot(self) -> None:
         with self._chat_lock:
@@ -461,8 +557,39 @@ class RequestHandlers:
             )
         return [Turn(u, a) for u, a in zip(users, assistants, strict=True)]
 
-    def _execute_chat(self, goal_handle) -> Chat.Result:
+    def _queue_chat(self, goal: Chat.Goal, on_text: Callable[[str], None]) -> tuple[LanguageWorker, Job]:
+        """Validate a goal and queue it; the worker and the job, or a RequestError."""
+        try:
+            camera = self._camera(goal.camera)
+            prompt = self._check_text(goal.prompt, "prompt")
+            _check_source(goal.source)
+            history = self._checked_history(goal.history_user, goal.history_assistant)
+            # 0 = the node's default; a caller may ask for less, never for more.
+            cap = self._params.max_new_tokens
+            limit = min(int(goal.max_new_tokens), cap) if goal.max_new_tokens else cap
+            frames = [self._given_frame(image) for image in goal.images]
+            if any(f is None for f in frames):
+                raise RequestError("images: an image in the list is empty", "image")
+            frame, source = None, goal.source
+            if len(frames) == 1:
+                frame, source = frames[0], Chat.Goal.SOURCE_LATEST_FRAME
+            elif frames:
+                source = Chat.Goal.SOURCE_RECENT_FRAMES
+            tasks, worker = self._tasks, self._active().worker
+            job = self._submit(
+                "chat",
+                lambda job: tasks.ask(
+                    camera, prompt, source, frame, goal.track, job, history, limit, on_text, frames or None
+                ),
+                self._params.request_timeout,
+            )
+            return worker, job
+        finally:
+            self._release_chat_slot()
+
+    async def execute_chat(self, goal_handle: Any) -> Chat.Result:
         goal = goal_handle.request
+        key = bytes(goal_handle.goal_id.uuid)
         result = Chat.Result()
         raw: list[str] = []
         state = {"text": "", "tokens": 0}
@@ -478,39 +605,19 @@ class RequestHandlers:
 
         try:
             try:
-                camera = self._camera(goal.camera)
-                prompt = self._check_text(goal.prompt, "prompt")
-                _check_source(goal.source)
-                history = self._checked_history(goal.history_user, goal.history_assistant)
-                # 0 = the node's default; a caller may ask for less, never for more.
-                cap = self._params.max_new_tokens
-                limit = min(int(goal.max_new_tokens), cap) if goal.max_new_tokens else cap
-                frames = [self._given_frame(image) for image in goal.images]
-                if any(f is None for f in frames):
-                    raise RequestError("images: an image in the list is empty", "image")
-                frame, source = None, goal.source
-                if len(frames) == 1:
-                    frame, source = frames[0], Chat.Goal.SOURCE_LATEST_FRAME
-                elif frames:
-                    source = Chat.Goal.SOURCE_RECENT_FRAMES
-                job = self._submit(
-                    "chat",
-                    lambda job: self._tasks.ask(
-                        camera,
-                        prompt,
-                        source,
-                        frame,
-                        goal.track,
-                        job,
-                        history,
-                        limit,
-                        on_text,
-                        frames or None,
-                    ),
-                )
+                worker, job = self._queue_chat(goal, on_text)
+                with self._chat_lock:
+                    self._chat_jobs[key] = (worker, job)
+                    cancelled_early = key in self._chat_cancelled
+                    self._chat_cancelled.discard(key)
+                if cancelled_early or goal_handle.is_cancel_requested:
+                    worker.cancel(job)
+                await self._finished(job)
             finally:
-                self._release_chat_slot()
-            answer = self._result("chat", job, cancel=lambda: goal_handle.is_cancel_requested)
+                with self._chat_lock:
+                    self._chat_jobs.pop(key, None)
+                    self._chat_cancelled.discard(key)
+            answer = self._outcome("chat", job)
         except REFUSED as exc:
             result.success, result.message = False, str(exc)
             if goal_handle.is_cancel_requested:
@@ -532,6 +639,10 @@ class RequestHandlers:
             result.message = _answer_message("chat", answer)
             goal_handle.succeed()
         return result
+
+
+def _wakes_the_executor(_future: Future) -> None:
+    """Does nothing itself: scheduling it on the executor is what wakes the executor."""
 
 
 def _described(object_id: int, text: str, mask) -> FoundObject:
