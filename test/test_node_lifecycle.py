@@ -202,8 +202,12 @@ def test_activate_then_compressed_frames_are_tracked_despite_a_corrupt_jpeg(syst
     assert planner.wait_for("objects", lambda m: any(o.id == added.object_id for o in m.objects), timeout=30)
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0\x00\x10JFIF broken beyond repair")
     corrupt.header.stamp.sec = 1
-    planner.publish("image/compressed", corrupt)
-    assert node.wait_for_log("could not be decoded", timeout=30)
+    # The node tracks the newest frame: a camera frame arriving before the tracking loop takes
+    # the corrupt one supersedes it (dropped, counted, never decoded). Send it until one is taken.
+    deadline = time.monotonic() + 30
+    while not node.wait_for_log("could not be decoded", timeout=1.0) and time.monotonic() < deadline:
+        planner.publish("image/compressed", corrupt)
+    assert node.wait_for_log("could not be decoded", timeout=1.0)
     after = planner.count("objects")
     later = planner.wait_for(
         "objects", lambda m: any(o.id == added.object_id for o in m.objects), after=after
