@@ -419,3 +419,51 @@ def test_default_max_image_pixels_fits_the_shipped_fast_dds_segment():
     sizes = [int(e.text) for e in root.iter() if e.tag.endswith("segment_size")]
     assert sizes == [FASTDDS_SEGMENT_BYTES]
     assert P.SPECS["max_image_pixels"].default * 3 <= FASTDDS_SEGMENT_BYTES * 3 // 4
+
+
+def test_a_refused_frame_stays_in_the_camera_diagnostics_until_a_frame_is_tracked():
+    """One PNG bomb and then silence: the report must say why, not "no image in the last 0.5 s",
+    and not only in a period that may have ended before the tracking thread refused it."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from sa2va_ros.node.diagnostics import Diagnostics, NodeSnapshot
+
+    camera = Camera("", tracker=None)
+    diagnostics = Diagnostics("sa2va")
+
+    def report() -> tuple[int, str, dict[str, str]]:
+        array = diagnostics.build(
+            Time(), NodeSnapshot(state="active", model="m", device="cpu"), [camera], str
+        )
+        status = array.status[1]
+        return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+    camera.offer("frame")
+    camera.stats.processed = 1
+    assert report()[1] == "tracking"
+    camera.offer("bomb")  # received, not yet refused: the report in between says nothing of it
+    report()
+    camera.stats.bad_frames += 1
+    camera.stats.last_error = "compressed image declares too many pixels, refused before decoding"
+    for _ in range(3):  # nothing arrives any more: the refusal stays the message
+        level, message, values = report()
+        assert (
+            level == DiagnosticStatus.WARN
+            and message.startswith("last frame refused")
+            and "before decoding" in message
+        )
+        assert values["last bad frame"].endswith("refused before decoding")
+    camera.offer("frame")
+    camera.stats.processed += 1
+    level, message, values = report()
+    assert level == DiagnosticStatus.OK and message == "tracking", "a tracked frame clears it"
+    assert "before decoding" in values["last bad frame"], "the value keeps the newest refusal"
+    camera.stats.bad_frames += 1
+    camera.stats.last_error = "unsupported image encoding '32FC1'"
+    camera.offer("frame")
+    camera.stats.processed += 1  # a bad frame among good ones shows in its own period
+    assert "32FC1" in report()[1]
+    camera.offer("frame")
+    camera.stats.processed += 1
+    assert report()[1] == "tracking"

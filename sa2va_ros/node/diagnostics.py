@@ -54,6 +54,9 @@ class Diagnostics:
     def __init__(self, node_name: str):
         self.node_name = node_name
         self._previous: dict[str, tuple[float, int, int]] = {}
+        #: camera -> (bad frames counted, the newest refusal, frames processed when it was seen,
+        #: monotonic time it was seen): a refusal stays in the message until a frame is tracked.
+        self._refusals: dict[str, tuple[int, str, int, float]] = {}
         self._previous_busy: tuple[float, float] | None = None
 
     def build(
@@ -113,6 +116,30 @@ class Diagnostics:
             values=values,
         )
 
+    def _refusal(self, camera: Camera, now: float) -> str:
+        """The message for the camera's newest refused frame, or "" when there is nothing to say.
+
+        A refusal (a PNG bomb, an unsupported encoding) is shown from the report after it until a
+        frame is tracked again, not for one period only: after a single bad frame nothing else
+        arrives, and a message that said "no image in the last 0.5 s" (or a report that came
+        before the tracking thread got to the frame) hid why. Bad frames among good ones still show
+        in the period they came in.
+        """
+        stats = camera.stats
+        seen_count, error, processed_then, seen_at = self._refusals.get(camera.name, (0, "", 0, now))
+        if stats.last_error and (stats.bad_frames != seen_count or stats.last_error != error):
+            seen_count, error, processed_then, seen_at = stats.bad_frames, stats.last_error, -1, now
+        if not error:
+            return ""
+        fresh = processed_then == -1
+        if fresh:
+            processed_then = stats.processed
+        self._refusals[camera.name] = (seen_count, error, processed_then, seen_at)
+        if not fresh and stats.processed != processed_then:
+            return ""  # a frame was tracked since: the stream is fine again
+        ago = f" {now - seen_at:.0f} s ago" if now - seen_at >= 1.0 else ""
+        return f"last frame refused{ago}: {error}"
+
     def _camera_status(self, camera: Camera, topic: str, state: str, now: float) -> DiagnosticStatus:
         stats = camera.stats
         received, processed = stats.received, stats.processed
@@ -126,18 +153,18 @@ class Diagnostics:
         steps = [t[0] for t in timings]
         latencies = [t[1] for t in timings]
         stamp_latencies = [t[2] for t in timings if t[2] is not None]
+        refusal = self._refusal(camera, now)
         level, message = OK, "tracking"
         if state == "active" and received == 0 and stats.lost_in_transport:
             level, message = WARN, f"images on {topic} are lost in transport (the log says why)"
         elif state == "active" and received == 0:
             level, message = WARN, f"no image received on {topic}"
+        elif state == "active" and refusal:
+            level, message = WARN, refusal
         elif state == "active" and dt > 0 and in_rate == 0.0:
             level, message = WARN, f"no image in the last {dt:.1f} s on {topic}"
         elif state != "active":
             message = f"node {state}"
-        if stats.last_error and level == OK:
-            level, message = WARN, f"last bad frame: {stats.last_error}"
-        stats.last_error = ""  # reported once; the next period starts clean
         objects = camera.latest.objects if camera.latest is not None else []
         values = [
             _kv("topic", topic),
@@ -147,6 +174,7 @@ class Diagnostics:
             _kv("frames processed", processed),
             _kv("frames dropped (newer frame arrived first)", stats.dropped),
             _kv("bad frames", stats.bad_frames),
+            _kv("last bad frame", self._refusals[camera.name][1] if camera.name in self._refusals else ""),
             _kv("frames lost in transport", stats.lost_in_transport),
             _kv("tracker step (ms)", _ms(steps)),
             _kv("receive to publish latency (ms)", _ms(latencies)),

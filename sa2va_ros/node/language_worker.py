@@ -189,6 +189,7 @@ class LanguageWorker:
             self._cond.notify_all()
         for job in pending:
             job._fail(WorkerStoppedError(f"{job.kind} request dropped: {reason}"))
+        # Locals: deactivate (an executor thread) and shutdown (the main thread) may both stop it.
         for thread in (self._watcher, self._thread):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)

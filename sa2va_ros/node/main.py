@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+from .memory import tune_allocator
 from .node import Sa2VANode
 
 
@@ -42,6 +43,7 @@ class _RosLogHandler(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    allocator = tune_allocator()  # before rclpy.init starts the middleware's threads
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node: Sa2VANode | None = None
     executor: MultiThreadedExecutor | None = None
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger = logging.getLogger("sa2va_ros")
     try:
         node = Sa2VANode()
+        node.get_logger().info(allocator)
         handler = _RosLogHandler(node)
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)

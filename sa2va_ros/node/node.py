@@ -52,7 +52,7 @@ from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segmen
 from sa2va_ros.model.errors import InputError, Sa2VAError
 
 from . import depth as D
-from . import detections
+from . import detections, entities
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
@@ -495,12 +495,12 @@ class Sa2VANode(LifecycleNode):
             self._phase = "inactive"
         for camera in self._cameras:
             if camera.subscription is not None:
-                self.destroy_subscription(camera.subscription)
+                entities.destroy(camera.subscription, self.destroy_subscription)
                 camera.subscription = None
             if camera.depth is not None:
                 for sub in (camera.depth.depth_sub, camera.depth.info_sub):
                     if sub is not None:
-                        self.destroy_subscription(sub)
+                        entities.destroy(sub, self.destroy_subscription)
                 camera.depth.depth_sub = camera.depth.info_sub = None
         if self._tracking is not None:
             self._tracking.stop()
@@ -519,9 +519,9 @@ class Sa2VANode(LifecycleNode):
                 *extra,
             ):
                 if pub is not None:
-                    self.destroy_lifecycle_publisher(pub)
+                    entities.destroy(pub, self.destroy_lifecycle_publisher)
         for sub in self._command_subs:
-            self.destroy_subscription(sub)
+            entities.destroy(sub, self.destroy_subscription)
         self._command_subs = []
         self._cameras = []
         self._tasks = None

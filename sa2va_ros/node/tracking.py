@@ -44,9 +44,11 @@ class TrackingLoop:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._scheduler.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+        # A local: deactivate (an executor thread) and shutdown (the main thread) may both stop it.
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
                 log.warning("tracking loop still busy %.0f s after stop was asked", timeout)
         self._thread = None
 
