@@ -15,7 +15,10 @@ how long it really computed). Measured side by side:
    and executors cost anyway. ``latency_ratio`` (latency / step, per frame) is printed too.
 2. busy_rate_ratio: masks per second while the language model is kept busy (back-to-back Ask
    requests on the newest frame) divided by masks per second while it is idle, with the camera
-   publishing faster than the tracker can go (target >= 0.95; ``tracking_threads`` 1).
+   publishing faster than the tracker can go (target >= 0.95; ``tracking_threads`` 1). Windows
+   alternate idle, busy, idle, busy, idle (``--cycles``): each busy window is divided by the mean
+   of the idle windows on both sides, so other jobs on a shared machine that come and go show up
+   as differing idle windows (all printed) rather than as a ratio; the figure is the mean.
 
     python bench/node_latency.py [--frames 60 --seconds 10] [-p language_process:=true]
 
@@ -45,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--frames", type=int, default=60, help="frames timed for the latency ratio")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each rate window")
+    p.add_argument("--cycles", type=int, default=2, help="busy windows, each between two idle ones")
     p.add_argument("--rate", type=float, default=30.0, help="camera rate of the rate windows (Hz)")
     p.add_argument("--sam2-size", type=int, default=256, help="SAM-2 input size of the tiny checkpoint")
     p.add_argument("--model", default="", help="use this checkpoint instead of writing a tiny one")
@@ -294,31 +298,47 @@ def main() -> int:
                     continue
                 asked[0] += bool(r.success)
 
+        def busy_window() -> tuple[float, list[float]]:
+            """One rate window with two clients asking back to back; the worker's busy fractions."""
+            busy_flag.set()
+            loaders = [threading.Thread(target=language_load, daemon=True) for _ in range(2)]
+            for t in loaders:
+                t.start()
+            time.sleep(1.0)
+            diag_from = planner.count("/diagnostics")
+            hz = rate(args.seconds)
+            fractions = [
+                float(kv.value)
+                for d in planner.messages["/diagnostics"][diag_from:]
+                for s in d.status
+                if s.name.endswith(": model")
+                for kv in s.values
+                if kv.key == "language worker busy fraction" and kv.value != "n/a"
+            ]
+            busy_flag.clear()
+            for t in loaders:
+                t.join(120)
+            time.sleep(1.0)
+            return hz, fractions
+
         cam = threading.Thread(target=camera, daemon=True)
         cam.start()
         time.sleep(2.0)
-        print(f"tracking rate: {args.seconds:g} s windows, camera at {args.rate:g} Hz ...", flush=True)
-        idle_a = rate(args.seconds)
-        busy_flag.set()
-        loaders = [threading.Thread(target=language_load, daemon=True) for _ in range(2)]
-        for t in loaders:
-            t.start()
-        time.sleep(1.0)
-        busy_diag_from = planner.count("/diagnostics")
-        busy = rate(args.seconds)
-        busy_fraction = [
-            float(kv.value)
-            for d in planner.messages["/diagnostics"][busy_diag_from:]
-            for s in d.status
-            if s.name.endswith(": model")
-            for kv in s.values
-            if kv.key == "language worker busy fraction" and kv.value != "n/a"
-        ]
-        busy_flag.clear()
-        for t in loaders:
-            t.join(120)
-        time.sleep(1.0)
-        idle_b = rate(args.seconds)
+        print(
+            f"tracking rate: {args.seconds:g} s windows, idle and busy alternating ({args.cycles} busy), "
+            f"camera at {args.rate:g} Hz ...",
+            flush=True,
+        )
+        # Idle, then (busy, idle) x cycles: each busy window is judged against the idle windows on
+        # both sides of it, so a change of the machine's load (other jobs) during the run shows up
+        # as a difference between idle windows instead of as a busy/idle ratio.
+        idles, busies, busy_fraction = [rate(args.seconds)], [], []
+        for _ in range(args.cycles):
+            hz, fractions = busy_window()
+            busies.append(hz)
+            busy_fraction += fractions
+            idles.append(rate(args.seconds))
+            print(f"  idle {idles[-2]:.2f} Hz, busy {hz:.2f} Hz, idle {idles[-1]:.2f} Hz", flush=True)
         stop.set()
         cam.join(5)
     finally:
@@ -327,7 +347,12 @@ def main() -> int:
         planner.close()
         rc = node.stop()
         rclpy.try_shutdown()
-    idle = (idle_a + idle_b) / 2
+    idle = statistics.fmean(idles)
+    busy = statistics.fmean(busies)
+    # Each busy window over the mean of its two neighbouring idle windows; their mean is the figure.
+    window_ratios = [
+        b / ((i0 + i1) / 2) for b, i0, i1 in zip(busies, idles[:-1], idles[1:], strict=True) if i0 + i1 > 0
+    ]
     result = {
         "node_overhead_ratio": round(node_median / pair_median, 3),
         "node_overhead_ms_median": round(1000 * node_median, 2),
@@ -340,7 +365,8 @@ def main() -> int:
         "language_process": params.get("language_process", "false"),
         "latency_ratio": round(statistics.median(ratios), 3),
         # None when no mask arrived while idle: the transport stalled (printed below), not a ratio.
-        "busy_rate_ratio": round(busy / idle, 3) if idle > 0 else None,
+        "busy_rate_ratio": round(statistics.fmean(window_ratios), 3) if window_ratios else None,
+        "busy_rate_ratio_windows": [round(r, 3) for r in window_ratios],
         "latency_ratio_of_means": round(latency / step, 3),
         "latency_ratio_p90": round(float(np.percentile(ratios, 90)), 3),
         "latency_ms_median": round(1000 * statistics.median(latencies), 2),
@@ -352,6 +378,9 @@ def main() -> int:
         "node_stamp_to_publish_ms": round(1000 * node_stamp, 2),
         "idle_rate_hz": round(idle, 2),
         "busy_rate_hz": round(busy, 2),
+        "idle_windows_hz": [round(r, 2) for r in idles],
+        "busy_windows_hz": [round(r, 2) for r in busies],
+        "load_average": round(os.getloadavg()[0], 2),
         "worker_busy_fraction": round(statistics.fmean(busy_fraction), 2) if busy_fraction else None,
         "asks_answered": asked[0],
         "image": f"{w}x{h}",
@@ -379,8 +408,9 @@ def main() -> int:
         f"{result['busy_rate_ratio'] or float('nan'):8.3f}  >= 0.95"
     )
     print(
-        f"(idle before {idle_a:.2f} Hz, after {idle_b:.2f} Hz; "
-        f"language worker busy fraction {result['worker_busy_fraction']})"
+        f"(idle windows {result['idle_windows_hz']} Hz, busy windows {result['busy_windows_hz']} Hz; "
+        f"language worker busy fraction {result['worker_busy_fraction']}; "
+        f"load average {result['load_average']})"
     )
     print(
         f"(inside the node: receive -> published {1000 * node_receive:.1f} ms, camera stamp -> published "
