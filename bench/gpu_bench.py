@@ -239,6 +239,23 @@ def timer_prompt_tokens(model: Sa2VA, frame: np.ndarray) -> int:
 # ------------------------------------------------------------------------- 3. busy vs idle
 
 
+def language_threads(threads: int) -> int:
+    """sa2va_node's language_threads: 0 means half the CPU cores, so tracking keeps the rest."""
+    return threads or max(1, (os.cpu_count() or 2) // 2)
+
+
+def language_thread_setup(threads: int, nice: int) -> None:
+    """What sa2va_node does to its language worker thread: its own torch threads, niced (Linux).
+
+    Without it both sides use torch's default thread count and oversubscribe a small CPU (the
+    in-process figure then says more about the machine than about the design).
+    """
+    torch.set_num_threads(language_threads(threads))
+    if nice > 0 and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
 def busy_vs_idle(language, model: Sa2VA, frames, args, clock: Clock, device: torch.device) -> dict:
     """Tracking rate with the language model idle, then grounding back to back on another thread.
 
@@ -263,6 +280,8 @@ def busy_vs_idle(language, model: Sa2VA, frames, args, clock: Clock, device: tor
     failed: list[BaseException] = []
 
     def ground_loop() -> None:
+        if language is model:  # a thread of this process: as sa2va_node's language worker thread
+            language_thread_setup(args.language_threads, args.language_nice)
         try:
             while not stop.is_set():
                 if not busy.is_set():
@@ -330,6 +349,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="on",
         help="also measure tracking under load with the language model in its own process (default on)",
     )
+    p.add_argument(
+        "--language-threads",
+        type=int,
+        default=0,
+        help="torch CPU threads of the language side, thread or process (0: half the cores, as sa2va_node)",
+    )
+    p.add_argument(
+        "--language-nice",
+        type=int,
+        default=19,
+        help="niceness added to the language side, thread or process (default 19, as sa2va_node)",
+    )
     p.add_argument("--workdir", default=None, help="where checkpoints are written (default: a temp dir)")
     args = p.parse_args(argv)
     smoke = args.cpu_smoke
@@ -361,6 +392,8 @@ def main(argv=None) -> int:
         "image": f"{WIDTH}x{HEIGHT}",
         "frames": args.frames,
         "tokens": args.tokens,
+        "language_threads": language_threads(args.language_threads),
+        "language_nice": args.language_nice,
     }
     t_start = time.perf_counter()
     if not args.skip_tracking:
@@ -409,7 +442,13 @@ def main(argv=None) -> int:
             )
             entry["busy"] = busy_vs_idle(model, model, frames, args, clock, device)
             if args.language_process:
-                remote = RemoteSa2VA(str(path), device=str(device), dtype=dtype)
+                remote = RemoteSa2VA(
+                    str(path),
+                    device=str(device),
+                    dtype=dtype,
+                    threads=language_threads(args.language_threads),
+                    nice=args.language_nice,
+                )
                 try:
                     entry["busy_language_process"] = busy_vs_idle(remote, model, frames, args, clock, device)
                 finally:
