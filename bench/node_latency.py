@@ -281,10 +281,19 @@ def main() -> int:
                 next_t += period
                 time.sleep(max(0.0, next_t - time.monotonic()))
 
+        window_steps: list[float] = []  # the tracker's median step (s) in each window, in order
+
         def rate(seconds: float) -> float:
-            start_n, t0 = planner.count("masks"), time.monotonic()
+            start_n, start_o, t0 = planner.count("masks"), planner.count("objects"), time.monotonic()
             time.sleep(seconds)
-            return (planner.count("masks") - start_n) / (time.monotonic() - t0)
+            hz = (planner.count("masks") - start_n) / (time.monotonic() - t0)
+            # The tracker's own step time on those frames: if it grows in a busy window, the
+            # language model slowed the step itself (CPU, interpreter); if not, the frames waited.
+            steps_in = [
+                float(m.step_time) for m in planner.messages["objects"][start_o : planner.count("objects")]
+            ]
+            window_steps.append(statistics.median(steps_in) if steps_in else float("nan"))
+            return hz
 
         asked = [0]
         busy_flag = threading.Event()
@@ -379,6 +388,8 @@ def main() -> int:
         "idle_rate_hz": round(idle, 2),
         "busy_rate_hz": round(busy, 2),
         "idle_windows_hz": [round(r, 2) for r in idles],
+        # All windows in order (idle, busy, idle, ...): the tracker's median step in each.
+        "step_ms_windows": [round(1000 * t, 1) for t in window_steps],
         "busy_windows_hz": [round(r, 2) for r in busies],
         "load_average": round(os.getloadavg()[0], 2),
         "worker_busy_fraction": round(statistics.fmean(busy_fraction), 2) if busy_fraction else None,
@@ -408,7 +419,8 @@ def main() -> int:
         f"{result['busy_rate_ratio'] or float('nan'):8.3f}  >= 0.95"
     )
     print(
-        f"(idle windows {result['idle_windows_hz']} Hz, busy windows {result['busy_windows_hz']} Hz; "
+        f"(idle windows {result['idle_windows_hz']} Hz, busy windows {result['busy_windows_hz']} Hz; tracker "
+        f"step in each window, idle/busy alternating, {result['step_ms_windows']} ms; "
         f"language worker busy fraction {result['worker_busy_fraction']}; "
         f"load average {result['load_average']})"
     )

@@ -106,6 +106,24 @@ def test_tracker_runs_here_on_sam2_only(models, checkpoint):
     assert np.array_equal(reference.step(_image())[0].mask, objects[0].mask)
 
 
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="per-thread niceness is read from Linux /proc"
+)
+def test_every_thread_of_the_child_is_niced(checkpoint):
+    """Threads the child started before it lowered its priority (torch's import) are niced too."""
+    import os
+
+    remote = RemoteSa2VA(str(checkpoint), device="cpu", threads=1, nice=7)
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        tids = [int(t.name) for t in Path(f"/proc/{remote.pid}/task").iterdir()]
+        assert len(tids) > 1  # torch and the pipe start threads: more than the main one to check
+        niceness = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in tids}
+        assert all(n == min(19, base + 7) for n in niceness.values()), niceness
+    finally:
+        remote.close()
+
+
 def test_a_dead_child_and_a_bad_checkpoint_are_reported(checkpoint, tmp_path):
     remote = RemoteSa2VA(str(checkpoint), device="cpu", threads=1)
     remote._process.kill()

@@ -306,8 +306,8 @@ def _local(payload: Any) -> Any:
 
 def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int, nice: int) -> None:
     """The language process: load Sa2VA, then serve one request at a time until told to stop."""
-    if nice > 0 and hasattr(os, "nice"):
-        os.nice(nice)
+    if nice > 0:
+        _nice_process(nice)
     if threads > 0:
         torch.set_num_threads(threads)
     try:
@@ -355,6 +355,25 @@ def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int,
             conn.send(("error", _sendable(exc)))
     for shm in attached.values():
         shm.close()
+
+
+def _nice_process(nice: int) -> None:
+    """Add ``nice`` to every thread of this process (Linux niceness is per thread).
+
+    Importing this module (torch) has already started threads by the time the child runs, and
+    ``os.nice`` would lower only the calling one; threads started later inherit the caller's.
+    """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir() or not hasattr(os, "setpriority"):
+        if hasattr(os, "nice"):
+            os.nice(nice)
+        return
+    for entry in tasks.iterdir():
+        tid = int(entry.name)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            pass
 
 
 def _serve(sa2va, method: str, arrays: list[np.ndarray], kw: dict, on_text) -> Any:

@@ -147,8 +147,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "torch CPU threads of the language worker (0 = half the CPU cores, so tracking keeps the rest)",
               False, _between(0, 256)),
     ParamSpec("language_nice", 19,
-              "niceness added to the language worker thread (Linux): tracking gets the CPU first and a busy "
-              "language model barely slows it; 0 = same priority (faster answers, slower tracking)", False,
+              "niceness added to the language worker thread, or with language_process to every thread of the "
+              "language process (Linux): tracking gets the CPU first; 0 = same priority (faster answers, "
+              "slower tracking)", False,
               _between(0, 19)),
     ParamSpec("language_process", False,
               "run the language model in its own process (frames shared through shared memory): it then "
