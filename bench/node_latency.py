@@ -283,9 +283,21 @@ def main() -> int:
 
         window_steps: list[float] = []  # the tracker's median step (s) in each window, in order
 
+        window_inputs: list[float] = []  # frames/s reaching the node in each window (its diagnostics)
+
         def rate(seconds: float) -> float:
             start_n, start_o, t0 = planner.count("masks"), planner.count("objects"), time.monotonic()
+            start_d = planner.count("/diagnostics")
             time.sleep(seconds)
+            inputs = [
+                float(kv.value)
+                for d in planner.messages["/diagnostics"][start_d + 1 :]  # the first one spans the gap
+                for st in d.status
+                if ": camera" in st.name
+                for kv in st.values
+                if kv.key == "input rate (Hz)"
+            ]
+            window_inputs.append(statistics.median(inputs) if inputs else float("nan"))
             hz = (planner.count("masks") - start_n) / (time.monotonic() - t0)
             # The tracker's own step time on those frames: if it grows in a busy window, the
             # language model slowed the step itself (CPU, interpreter); if not, the frames waited.
@@ -390,6 +402,8 @@ def main() -> int:
         "idle_windows_hz": [round(r, 2) for r in idles],
         # All windows in order (idle, busy, idle, ...): the tracker's median step in each.
         "step_ms_windows": [round(1000 * t, 1) for t in window_steps],
+        # ... and the rate at which frames reached the node (a starved tracker waits for frames).
+        "node_input_hz_windows": [round(r, 1) for r in window_inputs],
         "busy_windows_hz": [round(r, 2) for r in busies],
         "load_average": round(os.getloadavg()[0], 2),
         "worker_busy_fraction": round(statistics.fmean(busy_fraction), 2) if busy_fraction else None,
@@ -420,7 +434,8 @@ def main() -> int:
     )
     print(
         f"(idle windows {result['idle_windows_hz']} Hz, busy windows {result['busy_windows_hz']} Hz; tracker "
-        f"step in each window, idle/busy alternating, {result['step_ms_windows']} ms; "
+        f"step in each window, idle/busy alternating, {result['step_ms_windows']} ms; frames reaching "
+        f"the node {result['node_input_hz_windows']} Hz; "
         f"language worker busy fraction {result['worker_busy_fraction']}; "
         f"load average {result['load_average']})"
     )
