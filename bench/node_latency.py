@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -444,6 +445,11 @@ def main() -> int:
         f"{1000 * node_stamp:.1f} ms)"
     )
     print(json.dumps(result))
+    # The checkpoint and logs (26 MB a run) are kept only when the node failed, for its log.
+    if rc == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"(checkpoint and logs kept in {work})", file=sys.stderr)
     return 0
 
 
