@@ -41,7 +41,7 @@ from sa2va_ros.depth3d import (
 )
 
 from . import params as P
-from .messages import is_drawn
+from .messages import fill_object, is_drawn
 from .overlay import color_of
 
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
@@ -205,23 +205,6 @@ class CameraDepth:
             ("3D frame", self.frame_id or "n/a"),
         ]
         return level, message, values
-
-
-def fill_object(msg, geometry: ObjectGeometry | None, frame_id: str, reason: str) -> None:
-    """The 3D fields of a TrackedObject message."""
-    msg.position_frame_id = frame_id
-    if geometry is None or not geometry.valid:
-        msg.position_valid = False
-        msg.position_status = reason if geometry is None else geometry.reason
-        msg.depth_points = 0 if geometry is None else int(geometry.point_count)
-        return
-    c, b, s = geometry.centroid, geometry.center, geometry.size
-    msg.position_valid = True
-    msg.position_status = ""
-    msg.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
-    msg.box_center = Point(x=float(b[0]), y=float(b[1]), z=float(b[2]))
-    msg.size = Vector3(x=float(s[0]), y=float(s[1]), z=float(s[2]))
-    msg.depth_points = int(geometry.point_count)
 
 
 def annotate_frame(

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from sa2va_msgs.msg import ObjectArray
 from sa2va_msgs.msg import TrackedObject as TrackedObjectMsg
+from sa2va_ros.depth3d import ObjectGeometry
 from sa2va_ros.model.images import mask_box
 from sa2va_ros.model.prompts import parse_grounded_caption
 
@@ -155,8 +157,23 @@ def _found_message(found: FoundObject, **fields) -> TrackedObjectMsg:
         state=state,
         **fields,
     )
-    if found.geometry is not None:
-        from .depth import fill_object  # only RGB-D cameras give answers a geometry
-
+    if found.geometry is not None:  # only RGB-D cameras give answers a geometry
         fill_object(msg, found.geometry, found.frame_id, "")
     return msg
+
+
+def fill_object(msg, geometry: ObjectGeometry | None, frame_id: str, reason: str) -> None:
+    """The 3D fields of a TrackedObject message."""
+    msg.position_frame_id = frame_id
+    if geometry is None or not geometry.valid:
+        msg.position_valid = False
+        msg.position_status = reason if geometry is None else geometry.reason
+        msg.depth_points = 0 if geometry is None else int(geometry.point_count)
+        return
+    c, b, s = geometry.centroid, geometry.center, geometry.size
+    msg.position_valid = True
+    msg.position_status = ""
+    msg.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
+    msg.box_center = Point(x=float(b[0]), y=float(b[1]), z=float(b[2]))
+    msg.size = Vector3(x=float(s[0]), y=float(s[1]), z=float(s[2]))
+    msg.depth_points = int(geometry.point_count)
