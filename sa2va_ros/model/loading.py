@@ -361,14 +361,16 @@ class _Prefaulter(threading.Thread):
     the machines measured (README, bench/load.py) those faults, not the copy, take most of
     a bfloat16 load: 0.52-0.55 s of kernel time for 1.88 GB, twice the time of reading the
     whole checkpoint from the page cache. Here they overlap with the reading and converting.
-    Nothing waits for this thread: the loader marks each tensor it reaches (``reached``),
-    this thread skips those, and a page both touch is simply mapped once.
+    Nothing waits for this thread: the loader marks each tensor it reaches (:meth:`reach`),
+    this thread skips those, the loader maps a tensor this thread has not done yet itself, and
+    a page both touch is simply mapped once.
     """
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
         super().__init__(name="sa2va-prefault", daemon=True)
         self._tensors = tensors
         self.reached = -1  # index of the tensor the loader is filling
+        self.done = -1  # index of the last tensor this thread mapped
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -377,6 +379,13 @@ class _Prefaulter(threading.Thread):
                 return
             if index > self.reached and not _populate_write(tensor):
                 return
+            self.done = index
+
+    def reach(self, index: int) -> None:
+        """The loader is about to fill tensor ``index``: map it now unless already done."""
+        self.reached = index
+        if self.done < index:
+            _populate_write(self._tensors[index])
 
     def __enter__(self) -> _Prefaulter:
         if len(self._tensors) > 1:
@@ -594,7 +603,7 @@ def load_strict(
         reached = 0
         for (slot, keys), out in zip(jobs, outs, strict=True):
             if out is not None and out.device.type == "cpu":
-                prefaulter.reached = reached
+                prefaulter.reach(reached)
                 reached += 1
             value = _read(tensors, slot, dtype, device, out)
             _assign(module, keys, value)
