@@ -187,7 +187,7 @@ def old_tree(workdir: Path, rev: str) -> Path:
 # --------------------------------------------------------------------------- child processes
 
 
-def child_load(path: Path, dtype: str) -> dict:
+def child_load(path: Path, dtype: str, touch: bool) -> dict:
     """One load in this (fresh) process: peak RSS above the pre-load RSS, time, and the time
     to read the same files once just before and just after it."""
     import gc
@@ -228,14 +228,18 @@ def child_load(path: Path, dtype: str) -> dict:
     # The floor under a load that makes new memory: writing as many fresh bytes as the load
     # made resident, on one thread, into memory the freed model has just given back (so no
     # page-cache reclaim is needed: a lower bound of what the load paid for its pages).
+    # (Only for this tree's loader: the previous one's 7-9 GB would push the checkpoint out of
+    # the page cache.)
     del model, tensors
     gc.collect()
-    torch.set_num_threads(1)
-    block = torch.empty(max(peak - baseline, 1), dtype=torch.uint8)
-    touched = time.perf_counter()
-    block.fill_(1)
-    touch_s = time.perf_counter() - touched
-    del block
+    touch_s = None
+    if touch:
+        torch.set_num_threads(1)
+        block = torch.empty(max(peak - baseline, 1), dtype=torch.uint8)
+        touched = time.perf_counter()
+        block.fill_(1)
+        touch_s = time.perf_counter() - touched
+        del block
     return {
         "load_s": seconds,
         "read_s": min(read_before, read_after),
@@ -324,9 +328,10 @@ def main() -> None:
     parser.add_argument("--child", choices=["load", "e2e"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
+    parser.add_argument("--touch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "load":
-        print(json.dumps(child_load(args.path, args.dtype)))
+        print(json.dumps(child_load(args.path, args.dtype, args.touch)))
         return
     if args.child == "e2e":
         print(json.dumps(child_e2e(args.path, args.max_new_tokens)))
@@ -351,7 +356,8 @@ def main() -> None:
         for dtype, layout, impl in configs:
             folder = layouts[layout]
             read_once(folder)  # the same warm cache for every load
-            r = run_child(["--child", "load", "--path", str(folder), "--dtype", dtype], trees[impl])
+            child = ["--child", "load", "--path", str(folder), "--dtype", dtype]
+            r = run_child(child + (["--touch"] if impl == "new" else []), trees[impl])
             r.update(
                 impl=impl,
                 dtype=dtype,
@@ -366,8 +372,9 @@ def main() -> None:
                 f"{r['read_before_s']:.2f} / {r['read_after_s']:.2f} s before / after "
                 f"(x{r['load_time_ratio']:.2f}); "
                 f"CPU {r['user_s']:.2f} user + {r['system_s']:.2f} system s (read {r['read_cpu_s']:.2f} s), "
-                f"{r['page_faults']} faults, touching as many fresh bytes alone {r['touch_s']:.2f} s; "
-                f"peak +{r['peak_above_baseline'] / 1e9:5.2f} GB for a {r['model_bytes'] / 1e9:.2f} GB "
+                f"{r['page_faults']} faults"
+                + (f", touching as many fresh bytes alone {r['touch_s']:.2f} s; " if r["touch_s"] else "; ")
+                + f"peak +{r['peak_above_baseline'] / 1e9:5.2f} GB for a {r['model_bytes'] / 1e9:.2f} GB "
                 f"model (x{r['load_peak_ratio']:.2f})",
                 flush=True,
             )
