@@ -208,12 +208,19 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
     ) -> torch.Tensor | None:
         """The new (uninitialised) tensor :meth:`read` with these arguments would fill, or None
         when it would share the mapped file instead. Allocating every destination first lets
-        :func:`load_strict` map their pages in a helper thread while the data is copied."""
-        entry, _, source = self._source(name, part, take)
+        :func:`load_strict` map their pages in a helper thread while the data is copied.
+        The shape is worked out on the meta device: ``take`` may copy (InternLM2's q/k/v are
+        made contiguous), which must not read the data twice."""
+        entry = self._entries[name]
         target = self._target(entry, dtype)
         if share and self._shares(entry, target, take, device):
             return None
-        return torch.empty(source.shape, dtype=target, device=device)
+        shape = torch.empty(entry.shape, dtype=entry.dtype, device="meta")
+        if part is not None:
+            shape = shape.chunk(part[1], dim=0)[part[0]]
+        if take is not None:
+            shape = take(shape)
+        return torch.empty(shape.shape, dtype=target, device=device)
 
     def read(
         self,
