@@ -411,9 +411,9 @@ def _one_intra_op_thread(active: bool) -> Iterator[None]:
 
     Why: a conversion is memory-bound (1 GB of float32 to bfloat16 in 0.05 s on one core
     here), while torch's thread pool splits every copy across all cores and waits for the
-    slowest: on a shared machine a busy core stalled each of ~1300 copies, and the same load
-    took 2-6 s instead of 1 s (README). torch.set_num_threads is per process for new
-    threads: the previous count is restored at once.
+    slowest: on a shared 2-core machine the other core was often busy, and the same bfloat16
+    load of Sa2VA-1B took 8.0-15.7 s instead of 2.2-3.6 s (README). torch.set_num_threads also
+    sets the count threads started meanwhile get: the previous count is restored at once.
     """
     before = torch.get_num_threads()
     if not active or before == 1:
