@@ -21,13 +21,15 @@ What it does, in one run:
    In that process, right before the load and right after it, the same files are read once
    with 16 MB ``readinto`` (``read_s``: the page-cache floor, measured next to the load it is
    compared with; the faster of the two is used, so a read slowed by noise cannot flatter the
-   ratio);
-   ``load_time_ratio`` = load time / ``read_s``; only ``from_pretrained`` is timed (imports
+   ratio); ``load_time_ratio`` = load time / ``read_s``; only ``from_pretrained`` is timed (imports
    are done before).
    Peak RSS is the kernel's own high-water mark (``VmHWM``, reset with ``/proc/self/clear_refs``
    right before the load), so nothing samples inside the timed process: ``load_peak_ratio`` =
    (peak RSS - RSS before the load) / bytes of the loaded model (parameters and buffers, in
-   their loaded dtype). The load's CPU time (user, system) and page faults are printed too.
+   their loaded dtype). The load's CPU time (user, system) and page faults are printed too,
+   and, for this tree's loader, ``touch_s``: writing as many fresh bytes as the load made
+   resident, alone, on one thread, after freeing the model (the floor under any load that has
+   to make that much new memory; the page-cache read makes none).
 3. Each configuration's figures are the median over its repeats (every load is printed).
 4. On the float32 model (new loader): a 640x480 referring segmentation, split into vision
    (tiling + InternViT + mlp1), prefill, decode per token, SAM-2 (backbone + decoder); the time
