@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import platform
+import resource
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,92 @@ def test_a_slot_may_take_any_piece_of_a_fused_tensor(folder: Path) -> None:
         wrong = torch.nn.Linear(64, 13, bias=False)
     with CheckpointTensors(folder) as tensors, pytest.raises(CheckpointError, match="wrong shape"):
         load_strict(wrong, tensors, {"weight": Slot("b.weight", take=every_other_row)}, "test layer")
+
+
+def test_converted_reads_cross_the_read_buffer_and_keep_the_pieces(tmp_path: Path) -> None:
+    """Conversions are read through a 4 MB buffer: tensors larger than it, row chunks of them
+    and a tensor after them must come out exactly as safetensors' own conversion."""
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "big.weight": torch.randn(3 * 1100, 1000, generator=generator),  # 13.2 MB: 4 chunks
+        "small.weight": torch.randn(7, 5, generator=generator),
+        "half.weight": torch.randn(1500, 1000, generator=generator).to(torch.float16),
+    }
+    write_checkpoint_weights(
+        tmp_path, [(k, tuple(v.shape), v.dtype) for k, v in state.items()], lambda s: state[s[0]]
+    )
+    with CheckpointTensors(tmp_path) as tensors:
+        for name, value in state.items():
+            for dtype in (torch.bfloat16, torch.float32):
+                got = tensors.read(name, dtype=dtype, share=True)
+                assert got.dtype == dtype and torch.equal(got, value.to(dtype)), (name, dtype)
+        for k in range(3):
+            piece = tensors.read("big.weight", dtype=torch.bfloat16, part=(k, 3))
+            assert torch.equal(piece, state["big.weight"][k * 1100 : (k + 1) * 1100].to(torch.bfloat16))
+        out = tensors.destination("big.weight", dtype=torch.bfloat16, share=True)
+        assert out is not None and out.shape == (3300, 1000) and out.dtype == torch.bfloat16
+        assert tensors.read("big.weight", dtype=torch.bfloat16, out=out) is out
+        assert torch.equal(out, state["big.weight"].to(torch.bfloat16))
+        # Nothing to convert: shared with the mapped file, so no destination is allocated.
+        assert tensors.destination("big.weight", dtype=torch.float32, share=True) is None
+        with pytest.raises(ValueError, match="needs torch.bfloat16"):
+            tensors.read("small.weight", dtype=torch.bfloat16, out=torch.empty(7, 5))
+
+
+def test_a_file_truncated_after_opening_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """Converted tensors are read with preadv: a file cut short while loading gives the
+    loader's message (reading a mapping past the end of a file would kill the process)."""
+    state = {"a.weight": torch.randn(256, 256), "b.weight": torch.randn(256, 256)}
+    write_checkpoint_weights(
+        tmp_path, [(k, tuple(v.shape), v.dtype) for k, v in state.items()], lambda s: state[s[0]]
+    )
+    file = tmp_path / "model.safetensors"
+    with CheckpointTensors(tmp_path) as tensors:
+        last = max(tensors, key=lambda n: tensors.order(n)[1])
+        with file.open("r+b") as handle:
+            handle.truncate(file.stat().st_size - 1000)
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            tensors.read(last, dtype=torch.bfloat16)
+
+
+def test_a_converting_load_leaves_no_thread_and_the_thread_count_unchanged(folder: Path) -> None:
+    """The prefaulting helper thread is joined and torch's thread count restored, also when
+    the load fails half way."""
+    threads = torch.get_num_threads()
+    reference = load_file(str(folder / "model.safetensors"))
+    with skeleton():
+        module = torch.nn.Linear(32, 64)
+    with CheckpointTensors(folder) as tensors:
+        plan = {"weight": Slot("a.weight"), "bias": Slot("a.bias")}
+        load_strict(module, tensors, plan, "test layer", dtype=torch.bfloat16)
+    assert torch.equal(module.weight, reference["a.weight"].to(torch.bfloat16))
+    assert torch.get_num_threads() == threads
+    assert not [t for t in threading.enumerate() if t.name == "sa2va-prefault"]
+
+    def broken(t: torch.Tensor) -> torch.Tensor:
+        """Fine for the shape check and the destination (both on meta), fails on the data."""
+        if not t.is_meta:
+            raise RuntimeError("a read that fails")
+        return t.reshape(-1)[:64]
+
+    with skeleton():
+        other = torch.nn.Linear(32, 64)
+    with CheckpointTensors(folder) as tensors, pytest.raises(RuntimeError, match="a read that fails"):
+        plan = {"weight": Slot("a.weight"), "bias": Slot("b.weight", take=broken)}
+        load_strict(other, tensors, plan, "test layer", dtype=torch.bfloat16)
+    assert torch.get_num_threads() == threads
+    assert not [t for t in threading.enumerate() if t.name == "sa2va-prefault"]
+
+
+@pytest.mark.skipif(
+    tuple(int(x) for x in platform.release().split(".")[:2] if x.isdigit()) < (5, 14),
+    reason="MADV_POPULATE_WRITE needs Linux 5.14",
+)
+def test_prefaulting_maps_a_new_tensor_so_writing_it_takes_no_page_faults() -> None:
+    from sa2va_ros.model.loading import _populate_write
+
+    fresh = torch.empty(64 << 20, dtype=torch.uint8)  # 16384 pages, none mapped yet
+    assert _populate_write(fresh)
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    fresh.fill_(1)  # on this thread only: torch's pool would fault on its own threads
+    assert resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before < 100

@@ -17,9 +17,12 @@ official checkpoint name before any tensor is read.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
+import os
 import struct
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +124,9 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
                 )
         self._maps: dict[Path, mmap.mmap] = {}
         self._shared: set[Path] = set()  # files some returned tensor still maps
+        self._fds: dict[Path, int] = {}  # files read with preadv
+        self._stage: torch.Tensor | None = None  # the reused read buffer (_STAGE_BYTES)
+        self._stage_view: memoryview | None = None
 
     # -- Mapping ---------------------------------------------------------------------------
 
@@ -159,26 +165,15 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
                 self._maps[file] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
         return self._maps[file]
 
-    def read(
-        self,
-        name: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str = "cpu",
-        part: tuple[int, int] | None = None,
-        take: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        share: bool = False,
-    ) -> torch.Tensor:
-        """``name`` (chunk ``part`` = (k, n) of dim 0, then ``take(tensor)`` when given: a
-        piece of a fused tensor) as a tensor of ``dtype`` on ``device``.
+    def _file(self, file: Path) -> int:
+        if file not in self._fds:
+            self._fds[file] = os.open(file, os.O_RDONLY)
+        return self._fds[file]
 
-        With ``share`` and nothing to convert (same dtype, on the CPU) the result *is*
-        the mapped file data (copy-on-write): no copy and no new memory, the page cache holds
-        it, and its pages are mapped when first used. Otherwise a new tensor is made and the
-        mapped pages are dropped from this process afterwards (they stay in the page cache),
-        so reading every tensor never holds the files in the process's memory on top of the
-        converted weights.
-        """
+    def _source(
+        self, name: str, part: tuple[int, int] | None, take
+    ) -> tuple[_Entry, mmap.mmap, torch.Tensor]:
+        """The mapped tensor ``name`` (its piece ``part`` / ``take``): a view, nothing is read yet."""
         entry = self._entries[name]
         buffer = self._map(entry.file)
         numel = (entry.end - entry.start) // entry.dtype.itemsize
@@ -188,20 +183,114 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
             )
         except (ValueError, RuntimeError) as exc:
             raise _corrupt(entry.file, exc) from exc
-        target = dtype if (dtype is not None and source.is_floating_point()) else source.dtype
         if part is not None:
             source = source.chunk(part[1], dim=0)[part[0]]  # rows of dim 0: still contiguous
         if take is not None:
             source = take(source)
-        if share and take is None and target == source.dtype and torch.device(device).type == "cpu":
+        return entry, buffer, source
+
+    def _target(self, entry: _Entry, dtype: torch.dtype | None) -> torch.dtype:
+        floating = entry.dtype.is_floating_point
+        return dtype if (dtype is not None and floating) else entry.dtype
+
+    def _shares(self, entry: _Entry, target: torch.dtype, take, device: torch.device | str) -> bool:
+        return take is None and target == entry.dtype and torch.device(device).type == "cpu"
+
+    def destination(
+        self,
+        name: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        part: tuple[int, int] | None = None,
+        take: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        share: bool = False,
+    ) -> torch.Tensor | None:
+        """The new (uninitialised) tensor :meth:`read` with these arguments would fill, or None
+        when it would share the mapped file instead. Allocating every destination first lets
+        :func:`load_strict` map their pages in a helper thread while the data is copied.
+        The shape is worked out on the meta device: ``take`` may copy (InternLM2's q/k/v are
+        made contiguous), which must not read the data twice."""
+        entry = self._entries[name]
+        target = self._target(entry, dtype)
+        if share and self._shares(entry, target, take, device):
+            return None
+        shape = torch.empty(entry.shape, dtype=entry.dtype, device="meta")
+        if part is not None:
+            shape = shape.chunk(part[1], dim=0)[part[0]]
+        if take is not None:
+            shape = take(shape)
+        return torch.empty(shape.shape, dtype=target, device=device)
+
+    def read(
+        self,
+        name: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        part: tuple[int, int] | None = None,
+        take: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        share: bool = False,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``name`` (chunk ``part`` = (k, n) of dim 0, then ``take(tensor)`` when given: a
+        piece of a fused tensor) as a tensor of ``dtype`` on ``device``; ``out`` is the
+        tensor to fill (from :meth:`destination`), a new one when not given.
+
+        With ``share`` and nothing to convert (same dtype, on the CPU) the result *is*
+        the mapped file data (copy-on-write): no copy and no new memory, the page cache holds
+        it, and its pages are mapped when first used. Otherwise the data is copied into a
+        new tensor: for a CPU destination, read with ``preadv`` into a small reused buffer and
+        converted from there (mapping each page of the file in and out again costs more kernel
+        time than reading it, measured in bench/load.py's notes in README); for other devices
+        or a ``take`` piece, from the mapping, whose pages are dropped from this process
+        afterwards (they stay in the page cache), so the host never holds the files in the
+        process's memory on top of the converted weights.
+        """
+        entry, buffer, source = self._source(name, part, take)
+        target = self._target(entry, dtype)
+        if share and self._shares(entry, target, take, device):
             self._shared.add(entry.file)
             return source
+        if out is None:
+            out = torch.empty(source.shape, dtype=target, device=device)
+        if tuple(out.shape) != tuple(source.shape) or out.dtype != target:
+            raise ValueError(
+                f"out is {out.dtype} {tuple(out.shape)}, {name} needs {target} {tuple(source.shape)}"
+            )
+        if (
+            _PREADV
+            and take is None
+            and out.device.type == "cpu"
+            and source.is_contiguous()
+            and out.is_contiguous()
+        ):
+            start = entry.start + (source.data_ptr() - source.untyped_storage().data_ptr())
+            self._pread_into(entry, start, start + source.numel() * entry.dtype.itemsize, out)
+            return out
         _populate(buffer, entry.start, entry.end)
-        out = torch.empty(source.shape, dtype=target, device=device)
         out.copy_(source)
         del source
         _release(buffer, entry.start, entry.end)
         return out
+
+    def _pread_into(self, entry: _Entry, start: int, end: int, out: torch.Tensor) -> None:
+        """Copy bytes [start, end) of ``entry.file`` (one tensor) into ``out``, converting, in
+        chunks of the staging buffer."""
+        if self._stage is None:
+            self._stage = torch.empty(_STAGE_BYTES, dtype=torch.uint8)
+            self._stage_view = memoryview(self._stage.numpy())
+        fd, flat, done, size = self._file(entry.file), out.view(-1), 0, entry.dtype.itemsize
+        while start < end:
+            count = min(_STAGE_BYTES, end - start)
+            try:
+                got = os.preadv(fd, [self._stage_view[:count]], start)
+            except OSError as exc:
+                raise _corrupt(entry.file, exc) from exc
+            if got != count:
+                raise _corrupt(entry.file, f"{got} of {count} bytes at offset {start}")
+            flat[done : done + count // size].copy_(self._stage[:count].view(entry.dtype))
+            done, start = done + count // size, start + count
 
     def close(self) -> None:
         """Unmap the files no shared tensor uses.
@@ -215,6 +304,10 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
             if file not in self._shared:
                 buffer.close()
         self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._stage = self._stage_view = None
 
     def __enter__(self) -> CheckpointTensors:
         return self
@@ -237,6 +330,100 @@ def _populate(buffer: mmap.mmap, start: int, end: int) -> None:
     first = start - start % mmap.PAGESIZE
     with contextlib.suppress(OSError, ValueError):
         buffer.madvise(_MADV_POPULATE_READ, first, min(end, len(buffer)) - first)
+
+
+#: The reused read buffer of :meth:`CheckpointTensors.read` (a multiple of every itemsize).
+_STAGE_BYTES = 4 << 20
+#: ``os.preadv`` exists on Linux and the BSDs; elsewhere every copy goes through the mapping.
+_PREADV = hasattr(os, "preadv")
+#: Linux 5.14+ (asm-generic value, also arm64): map a range's pages writable in one call,
+#: without the one-fault-per-4-kB trap into the kernel and without touching the data.
+_MADV_POPULATE_WRITE = 23
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+if _LIBC is not None:
+    _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    _LIBC.madvise.restype = ctypes.c_int
+
+
+def _populate_write(tensor: torch.Tensor) -> bool:
+    """Map every page of a new CPU tensor now (False where the kernel refuses: then the copy
+    faults them in one by one, the same result, slower). ctypes releases the GIL for the call,
+    so a helper thread can do this while the loader copies."""
+    global _LIBC
+    if _LIBC is None or tensor.numel() == 0:
+        return False
+    address, page = tensor.data_ptr(), mmap.PAGESIZE
+    first = address - address % page
+    if _LIBC.madvise(first, address + tensor.nbytes - first, _MADV_POPULATE_WRITE) != 0:
+        if ctypes.get_errno() == 22:  # EINVAL: a kernel older than 5.14; do not ask again
+            _LIBC = None
+        return False
+    return True
+
+
+class _Prefaulter(threading.Thread):
+    """Maps the pages of the loader's destination tensors ahead of it, on another core.
+
+    Why: writing converted weights into fresh memory costs one page fault per 4 kB, and on
+    the machines measured (README, bench/load.py) those faults, not the copy, take most of
+    a bfloat16 load: 0.52-0.55 s of kernel time for 1.88 GB, twice the time of reading the
+    whole checkpoint from the page cache. Here they overlap with the reading and converting.
+    Nothing waits for this thread: the loader marks each tensor it reaches (:meth:`reach`),
+    this thread skips those, the loader maps a tensor this thread has not done yet itself, and
+    a page both touch is simply mapped once.
+    """
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__(name="sa2va-prefault", daemon=True)
+        self._tensors = tensors
+        self.reached = -1  # index of the tensor the loader is filling
+        self.done = -1  # index of the last tensor this thread mapped
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        for index, tensor in enumerate(self._tensors):
+            if self._halt.is_set():
+                return
+            if index > self.reached and not _populate_write(tensor):
+                return
+            self.done = index
+
+    def reach(self, index: int) -> None:
+        """The loader is about to fill tensor ``index``: map it now unless already done."""
+        self.reached = index
+        if self.done < index:
+            _populate_write(self._tensors[index])
+
+    def __enter__(self) -> _Prefaulter:
+        if len(self._tensors) > 1:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread(active: bool) -> Iterator[None]:
+    """Convert on one torch thread while the prefaulter uses another core.
+
+    Why: a conversion is memory-bound (1 GB of float32 to bfloat16 in 0.05 s on one core
+    here), while torch's thread pool splits every copy across all cores and waits for the
+    slowest: on a shared 2-core machine the other core was often busy, and the same bfloat16
+    load of Sa2VA-1B took 8.0-15.7 s instead of 2.2-3.6 s (README). torch.set_num_threads also
+    sets the count threads started meanwhile get: the previous count is restored at once.
+    """
+    before = torch.get_num_threads()
+    if not active or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _release(buffer: mmap.mmap, start: int, end: int) -> None:
@@ -336,10 +523,16 @@ def _shape(tensors: Mapping[str, torch.Tensor], slot: Slot) -> tuple[int, ...] |
 
 
 def _read(
-    tensors: Mapping[str, torch.Tensor], slot: Slot, dtype: torch.dtype | None, device: torch.device
+    tensors: Mapping[str, torch.Tensor],
+    slot: Slot,
+    dtype: torch.dtype | None,
+    device: torch.device,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if isinstance(tensors, CheckpointTensors):
-        return tensors.read(slot.name, dtype=dtype, device=device, part=slot.part, take=slot.take, share=True)
+        return tensors.read(
+            slot.name, dtype=dtype, device=device, part=slot.part, take=slot.take, share=True, out=out
+        )
     value = tensors[slot.name]
     if slot.part is not None:
         value = value.chunk(slot.part[1], dim=0)[slot.part[0]]
@@ -404,19 +597,36 @@ def load_strict(
     for keys in groups.values():
         key = next(k for k in keys if k in plan)
         jobs.append((plan[key], keys))
+    outs: list[torch.Tensor | None] = [None] * len(jobs)
     if isinstance(tensors, CheckpointTensors):
         jobs.sort(key=lambda job: tensors.order(job[0].name))
-    for slot, keys in jobs:
-        value = _read(tensors, slot, dtype, device)
-        for key in keys:
-            owner, leaf = _owner(module, key)
-            if leaf in owner._parameters:
-                old = owner._parameters[leaf]
-                value = value if isinstance(value, nn.Parameter) else type(old)(value, requires_grad=False)
-                owner._parameters[leaf] = value
-            else:
-                owner._buffers[leaf] = value
+        # Every new tensor is allocated first (no pages yet): the prefaulter maps them ahead.
+        outs = [
+            tensors.destination(s.name, dtype=dtype, device=device, part=s.part, take=s.take, share=True)
+            for s, _ in jobs
+        ]
+    fresh = [out for out in outs if out is not None and out.device.type == "cpu"]
+    with _one_intra_op_thread(bool(fresh)), _Prefaulter(fresh) as prefaulter:
+        reached = 0
+        for (slot, keys), out in zip(jobs, outs, strict=True):
+            if out is not None and out.device.type == "cpu":
+                prefaulter.reach(reached)
+                reached += 1
+            value = _read(tensors, slot, dtype, device, out)
+            _assign(module, keys, value)
     _finish(module, device, what)
+
+
+def _assign(module: nn.Module, keys: list[str], value: torch.Tensor) -> None:
+    """Put ``value`` in place of the (meta) tensor of every key (tied keys share it)."""
+    for key in keys:
+        owner, leaf = _owner(module, key)
+        if leaf in owner._parameters:
+            old = owner._parameters[leaf]
+            value = value if isinstance(value, nn.Parameter) else type(old)(value, requires_grad=False)
+            owner._parameters[leaf] = value
+        else:
+            owner._buffers[leaf] = value
 
 
 def _finish(module: nn.Module, device: torch.device, what: str) -> None:
