@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
+from sa2va_ros.model.checkpoint import inspect_checkpoint
 from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModelError
 from sa2va_ros.model.internvl import InternVLChat
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.seg_projection import load_seg_projection
 from sa2va_ros.testing.shards import INDEX_FILE, reshard

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from sa2va_ros.model import internlm2
-from sa2va_ros.model.checkpoint import SAM2_PREFIX, inspect_checkpoint, load_state_dict, take_prefix
+from sa2va_ros.model.checkpoint import SAM2_PREFIX, inspect_checkpoint, take_prefix
 from sa2va_ros.model.errors import CheckpointError
 from sa2va_ros.model.internvl import LLM_PREFIX, InternVLChat
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.testing.internlm2_writer import (
     CHAT_TOKENS,
     UNUSED_NAMES,

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sa2va_ros.model.checkpoint import load_state_dict
 from sa2va_ros.model.internvl import InternVLChat
 from sa2va_ros.model.internvl_preprocess import image_pixel_values, video_pixel_values
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.seg_projection import load_seg_projection
 

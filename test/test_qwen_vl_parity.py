@@ -18,9 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sa2va_ros.model.checkpoint import inspect_checkpoint, load_state_dict
+from sa2va_ros.model.checkpoint import inspect_checkpoint
 from sa2va_ros.model.errors import CheckpointError, InputError, UnsupportedModelError
 from sa2va_ros.model.hf_compat import qwen2_vl_pil_image_processor
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.model.mllm import Turn
 from sa2va_ros.model.qwen_vl import (
     KEY_PREFIXES,

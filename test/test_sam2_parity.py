@@ -17,8 +17,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sa2va_ros.model.checkpoint import SAM2_PREFIX, load_state_dict
+from sa2va_ros.model.checkpoint import SAM2_PREFIX
 from sa2va_ros.model.errors import CheckpointError
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.model.sam2_config import build_sam2, sam2_model_config
 from sa2va_ros.model.sam2_prompt import SA2VA_MEAN, Sa2VASam2, load_sam2_weights, run_sam_heads
 from sa2va_ros.model.tracker import StreamingTracker, TrackerConfig

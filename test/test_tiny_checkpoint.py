@@ -18,7 +18,6 @@ from sa2va_ros.model.checkpoint import (
     SAM2_PREFIX,
     SEG_PROJECTION_PREFIX,
     inspect_checkpoint,
-    load_state_dict,
     take_prefix,
 )
 from sa2va_ros.model.internvl import (
@@ -28,6 +27,7 @@ from sa2va_ros.model.internvl import (
     InternVLChat,
     vision_to_native,
 )
+from sa2va_ros.model.loading import load_state_dict
 from sa2va_ros.model.seg_projection import load_seg_projection
 from sa2va_ros.testing.internvl_writer import vision_to_official
 from sa2va_ros.testing.tiny_checkpoint import write_hub_cache, write_tiny_checkpoint

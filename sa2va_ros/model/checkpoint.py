@@ -158,18 +158,6 @@ def weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path} has no model.safetensors (or index): not a checkpoint folder.")
 
 
-def load_state_dict(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint as a dict on the CPU (optionally cast floating tensors).
-
-    For small checkpoints and tests: models are loaded by streaming (see ``loading.py``),
-    which never holds a second copy of the weights.
-    """
-    from .loading import CheckpointTensors
-
-    with CheckpointTensors(path) as tensors:
-        return {name: tensors.read(name, dtype=dtype) for name in tensors}
-
-
 def take_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Return the entries under ``prefix`` with the prefix removed."""
     n = len(prefix)

@@ -646,3 +646,13 @@ def _finish(module: nn.Module, device: torch.device, what: str) -> None:
             f"The {what} has tensors that were neither in the checkpoint nor computed when building: "
             f"{left[:10]}. This is a bug of the loader; please report it."
         )
+
+
+def load_state_dict(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint as a dict on the CPU (optionally cast floating tensors).
+
+    For small checkpoints and tests: models are loaded by streaming (:func:`load_strict`),
+    which never holds a second copy of the weights.
+    """
+    with CheckpointTensors(path) as tensors:
+        return {name: tensors.read(name, dtype=dtype) for name in tensors}
