@@ -47,12 +47,13 @@ def status_bytes(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def settled_rss(pid: int, seconds: float = 3.0) -> int:
-    """The node's RSS once it stopped moving (the smallest of a few samples over ``seconds``)."""
+def settled_rss(pid: int, seconds: float = 3.0, key: str = "VmRSS") -> int:
+    """The node's RSS (or another /proc status figure) once it stopped moving: the smallest of a
+    few samples over ``seconds``."""
     samples = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        samples.append(status_bytes(pid, "VmRSS"))
+        samples.append(status_bytes(pid, key))
         time.sleep(0.25)
     return min(samples)
 
@@ -147,6 +148,7 @@ def test_configure_and_first_request(system):
     transition(planner, node, Transition.TRANSITION_DEACTIVATE, "inactive")
     transition(planner, node, Transition.TRANSITION_CLEANUP, "unconfigured")
     state["cleaned_rss"] = settled_rss(node.proc.pid)
+    state["cleaned_anon"] = settled_rss(node.proc.pid, 1.0, "RssAnon")
     transition(planner, node, Transition.TRANSITION_CONFIGURE, "inactive")
     transition(planner, node, Transition.TRANSITION_ACTIVATE, "active")
     assert first_objects(planner) is not None, "no frame tracked after activation"
@@ -379,7 +381,6 @@ def test_diagnostics_count_rejections_and_memory(system):
     assert float(model["resident memory (MiB)"]) > 50
 
 
-@pytest.mark.open_target  # issue 14: not met yet (see README "Under abuse"); run with -m open_target
 def test_memory_returns_near_its_level_after_the_first_request(system):
     planner, node, state = system
     planner.call(RemoveObjects, "remove_objects", RemoveObjects.Request(clear_all=True))
@@ -397,13 +398,30 @@ def test_memory_returns_near_its_level_after_the_first_request(system):
 # ------------------------------------------------------------------------------ cleanup and decoding
 
 
-@pytest.mark.open_target  # issue 14: not met yet (see README "Under abuse"); run with -m open_target
 def test_cleanup_gives_back_what_configure_took(system):
+    """The node's own memory (anonymous: heap, arenas, tensors) after load and cleanup.
+
+    RSS also counts pages that are not the node's to give back: code of libtorch first run by a
+    language request (file-backed, ~19 MB on the tiny model) and the pages of a sender's Fast
+    DDS shared-memory segment that a 10 MB command touched (~10 MB). Those are checked, with
+    the whole RSS, by the open target below.
+    """
     planner, node, state = system
     transition(planner, node, Transition.TRANSITION_DEACTIVATE, "inactive")
     transition(planner, node, Transition.TRANSITION_CLEANUP, "unconfigured")
-    rss = settled_rss(node.proc.pid)
-    base = state["cleaned_rss"]
+    state["load_cleaned_rss"] = rss = settled_rss(node.proc.pid)
+    anon = settled_rss(node.proc.pid, 1.0, "RssAnon")
+    base = state["cleaned_anon"]
+    assert anon <= base + 50 * MB, (
+        f"anonymous memory {anon / MB:.0f} MB after load and cleanup vs {base / MB:.0f} MB after a first "
+        f"cleanup (RSS {rss / MB:.0f} vs {state['cleaned_rss'] / MB:.0f} MB)"
+    )
+
+
+@pytest.mark.open_target  # issue 14: not met yet (see README "Under abuse"); run with -m ""
+def test_cleanup_returns_rss_near_a_cleaned_node(system):
+    _, _, state = system
+    rss, base = state["load_cleaned_rss"], state["cleaned_rss"]
     assert rss <= base + 50 * MB, (
         f"RSS {rss / MB:.0f} MB after load and cleanup vs {base / MB:.0f} MB after a first cleanup"
     )
@@ -438,7 +456,6 @@ def peak_during(pid: int, action, seconds: float) -> int:
     return peak - before
 
 
-@pytest.mark.open_target  # issue 14: not met yet (see README "Under abuse"); run with -m open_target
 def test_compressed_bombs_are_refused_without_decoding(system):
     planner, node, _ = system
     results = planner.set_parameters(image_transport="compressed")
@@ -458,9 +475,17 @@ def test_compressed_bombs_are_refused_without_decoding(system):
         def send(msg=msg):
             planner.publish("image/compressed", msg, reliable=False)
 
-        growth = peak_during(node.proc.pid, send, 2.0)
-        # One WARN per kind of problem and period: the diagnostics say what each frame was.
-        status = wait_diagnostics(planner, "camera", words)
+        # Best effort, as cameras publish: a sample sent just after the publisher was discovered
+        # can be lost before the node's reader matched it (then the node logged nothing), so a
+        # bomb is sent again while the camera's bad-frame count has not moved. Every sending
+        # counts for the growth.
+        growth, status, bad_before = 0, None, int(planner.diagnostics("camera")["bad frames"])
+        for _ in range(3):
+            growth = max(growth, peak_during(node.proc.pid, send, 2.0))
+            # One WARN per kind of problem and period: the diagnostics say what each frame was.
+            status = wait_diagnostics(planner, "camera", words)
+            if status is not None or int(planner.diagnostics("camera")["bad frames"]) > bad_before:
+                break
         assert status is not None, f"{name}: not refused:\n{node.log()[-2000:]}"
         assert growth < 20 * MB, f"{name}: node RSS grew {growth / MB:.0f} MB"
     for data, words in [(b"Pf\n8 8\n-1.0\n" + b"\0" * 256, "32-bit float")]:
