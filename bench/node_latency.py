@@ -77,11 +77,10 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def main() -> int:
     args = parse_args()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
-    if "ROS_DOMAIN_ID" not in os.environ:
-        # A domain no test or other bench on this machine holds: the tests' own lock-file claim.
-        sys.path.insert(0, str(REPO / "test"))
-        import conftest  # noqa: F401  (sets ROS_DOMAIN_ID, ROS_HOME, ROS_LOG_DIR for this process)
+    # DDS never leaves this machine; a domain no test or other bench here holds (unless given).
+    from sa2va_ros.testing.ros_domain import isolate
+
+    isolate()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="sa2va_bench_"))
     os.environ.setdefault("ROS_HOME", str(work / "ros_home"))

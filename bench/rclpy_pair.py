@@ -142,8 +142,10 @@ def main() -> int:
     p.add_argument("--reliable", action="store_true", help=argparse.SUPPRESS)  # relay: reliable images
     p.add_argument("--role", choices=("camera", "relay"), default="camera", help=argparse.SUPPRESS)
     args = p.parse_args()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
-    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 59))
+    # DDS never leaves this machine; a domain no test or other bench here holds (unless given).
+    from sa2va_ros.testing.ros_domain import isolate
+
+    isolate()
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
     sys.path.insert(0, str(REPO))
     if args.role == "relay":

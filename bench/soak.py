@@ -59,8 +59,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     args = parse_args()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
-    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 59))
+    # DDS never leaves this machine; a domain no test or other bench here holds (unless given).
+    from sa2va_ros.testing.ros_domain import isolate
+
+    isolate()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="sa2va_soak_"))
     os.environ.setdefault("ROS_HOME", str(work / "ros_home"))

@@ -1,6 +1,6 @@
 """Test infrastructure shared by every test.
 
-Every test process gets its own ROS_DOMAIN_ID (claimed with a lock file, see _claim_domain_id),
+Every test process gets its own ROS_DOMAIN_ID (claimed with a lock file, see sa2va_ros.testing.ros_domain),
 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (DDS never leaves the machine) and a temporary ROS_HOME,
 set before anything imports rclpy. The Fast DDS shared-memory files this session creates are
 removed at the end.
@@ -8,7 +8,6 @@ removed at the end.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import tempfile
@@ -16,37 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from sa2va_ros.testing.ros_domain import claim_domain_id
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 SHM = Path("/dev/shm")
 
 
-def _claim_domain_id() -> int:
-    """A ROS_DOMAIN_ID that no other process on this machine holds, for this process's life.
-
-    Each id is an flock on a file in the temp dir; the kernel drops it when the process ends, so
-    a crashed run never leaks one. Two pytest sessions (or xdist workers) running at once thus
-    never share a domain and cannot hear each other's nodes. Children (node processes started by
-    tests) inherit the id through the environment.
-    """
-    start = os.getpid()
-    for k in range(100):
-        domain = 1 + (start + k) % 100  # Linux allows 0..101 with the default port mapping
-        handle = open(Path(tempfile.gettempdir()) / f"sa2va_ros_domain_{domain}.lock", "w")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _DOMAIN_LOCKS.append(handle)  # held open (and locked) until this process exits
-        return domain
-    raise RuntimeError("all ROS domain ids 1..100 are held by other test processes on this machine")
-
-
-_DOMAIN_LOCKS: list = []
 # Set at import time (before any test module imports rclpy), not in a fixture.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
+os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
 os.environ["RMW_IMPLEMENTATION"] = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 _ros_home = tempfile.mkdtemp(prefix="sa2va_ros_home_")
 os.environ["ROS_HOME"] = _ros_home
