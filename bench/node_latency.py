@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -78,13 +77,9 @@ def stop_process(proc: subprocess.Popen) -> None:
 def main() -> int:
     args = parse_args()
     # DDS never leaves this machine; a domain no test or other bench here holds (unless given).
-    from sa2va_ros.testing.ros_domain import isolate
+    from sa2va_ros.testing.ros_domain import bench_environment
 
-    isolate()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(tempfile.mkdtemp(prefix="sa2va_bench_"))
-    os.environ.setdefault("ROS_HOME", str(work / "ros_home"))
-    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    work = bench_environment("sa2va_bench_")
     # 640x480 rgb8 frames are 900 KB: above Fast DDS's default 512 KB shared-memory segment they are
     # lost when sent best_effort (config/fastdds_large_data.xml explains). Both processes use it.
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))

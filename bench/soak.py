@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,13 +58,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     args = parse_args()
     # DDS never leaves this machine; a domain no test or other bench here holds (unless given).
-    from sa2va_ros.testing.ros_domain import isolate
+    from sa2va_ros.testing.ros_domain import bench_environment
 
-    isolate()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(tempfile.mkdtemp(prefix="sa2va_soak_"))
-    os.environ.setdefault("ROS_HOME", str(work / "ros_home"))
-    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    work = bench_environment("sa2va_soak_")
 
     import rclpy
     from node_harness import Planner, Process, node_args, ros_environment, write_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -38,3 +39,17 @@ def isolate() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if "ROS_DOMAIN_ID" not in os.environ:
         os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
+
+
+def bench_environment(prefix: str) -> Path:
+    """Set up a benchmark process like a test session: isolated ROS, no hub, its own ROS_HOME.
+
+    Returns the new work folder (under the temp dir) that ROS_HOME points into unless the
+    caller set one; node processes started from here inherit all of it.
+    """
+    isolate()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("ROS_HOME", str(work / "ros_home"))
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    return work
