@@ -529,7 +529,9 @@ class RequestHandlers:
         key = bytes(goal_handle.goal_id.uuid)
         with self._chat_lock:
             entry = self._chat_jobs.get(key)
-            if entry is None:  # not queued yet: execute_chat sees this when it queues the goal
+            # Accepted but not queued yet: execute_chat sees this when it queues the goal. Only
+            # then: a cancel racing a goal's end must not leave a key behind for good.
+            if entry is None and self._chat_pending:
                 self._chat_cancelled.add(key)
         if entry is not None:
             worker, job = entry
