@@ -303,7 +303,15 @@ class Planner(Node):
         if not finished.wait(timeout):
             raise self._timeout("chat goal did not finish")
         response = result_future.result()
-        return response.result, response.status, feedback
+        # Feedback and result travel on different channels: feedback published before the result
+        # may still arrive after it (the node answers the moment the job ends). Wait for the
+        # feedback that carries the result's text, briefly.
+        settle = time.monotonic() + 3.0
+        while response.result.text and time.monotonic() < settle:
+            if feedback and feedback[-1].text == response.result.text:
+                break
+            time.sleep(0.05)
+        return response.result, response.status, list(feedback)
 
     def set_parameters(self, **values: Any):
         """Set parameters of the node under test; returns the SetParametersResult list."""
