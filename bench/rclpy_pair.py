@@ -6,10 +6,12 @@ image back (reliable), as sa2va_node does with its tracker step and ``masks``. P
 minus the work the relay really did (it reports it in the answer), i.e. what ROS transport and
 executors alone cost, with the worker either sleeping (``--work sleep``: CPU idle) or computing
 with torch (``--work torch``: CPU busy, as a tracker is). bench/node_latency.py runs the same relay
-interleaved with the node, as the node's floor.
+interleaved with the node, as the node's floor. The relay spins rclpy's SingleThreadedExecutor (what
+``rclpy.spin`` uses); ``--executor multi`` shows what rclpy's MultiThreadedExecutor costs instead
+while the worker computes, ``--executor handoff`` what sa2va_node's executor does.
 
     python bench/rclpy_pair.py --work sleep
-    python bench/rclpy_pair.py --work torch
+    python bench/rclpy_pair.py --work torch --threads 1 [--executor single|multi|handoff]
 
 The last line is JSON: {"work": ..., "overhead_ms_median": ..., "overhead_ms_p90": ..., ...}.
 """
@@ -30,7 +32,23 @@ REPO = Path(__file__).resolve().parents[1]
 HOLD_S = 0.05
 
 
-def relay(work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = False) -> None:
+def make_executor(kind: str):
+    """The relay's executor: rclpy's own (``single``: what ``rclpy.spin`` uses; ``multi``: rclpy's
+    MultiThreadedExecutor with 4 threads) or the node's (``handoff``: sa2va_ros.node.executor)."""
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=4)
+    if kind == "handoff":
+        from sa2va_ros.node.executor import HandoffExecutor
+
+        return HandoffExecutor(4)
+    return SingleThreadedExecutor()
+
+
+def relay(
+    work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = False, executor: str = "single"
+) -> None:
     """Take frames on ``pair_image``, hold each ``hold_s`` in a worker thread, answer on ``pair_back``.
 
     The answer's ``header.frame_id`` carries the time the work really took (seconds), so a
@@ -38,7 +56,6 @@ def relay(work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = 
     """
     import numpy as np
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -84,15 +101,15 @@ def relay(work: str, hold_s: float = HOLD_S, threads: int = 0, reliable: bool = 
             pub.publish(array_to_image(labels, msg.header, "mono8"))
 
     threading.Thread(target=worker, daemon=True).start()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.spin()
+    spinner = make_executor(executor)
+    spinner.add_node(node)
+    spinner.spin()
 
 
 def camera(frames: int) -> list[float]:
     import numpy as np
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -113,7 +130,7 @@ def camera(frames: int) -> list[float]:
     node.create_subscription(
         Image, "pair_back", on_back, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     )
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SingleThreadedExecutor()  # one subscription; this thread publishes
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -139,6 +156,13 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--hold", type=float, default=HOLD_S, help="seconds of work per frame (default 0.05)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the relay's work (0: torch's)")
+    p.add_argument(
+        "--executor",
+        choices=("single", "multi", "handoff"),
+        default="single",
+        help="the relay's executor: rclpy's SingleThreadedExecutor (default), rclpy's "
+        "MultiThreadedExecutor, or sa2va_node's HandoffExecutor",
+    )
     p.add_argument("--reliable", action="store_true", help=argparse.SUPPRESS)  # relay: reliable images
     p.add_argument("--role", choices=("camera", "relay"), default="camera", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,23 +173,33 @@ def main() -> int:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
     sys.path.insert(0, str(REPO))
     if args.role == "relay":
-        relay(args.work, args.hold, args.threads, args.reliable)
+        relay(args.work, args.hold, args.threads, args.reliable, args.executor)
         return 0
     child = subprocess.Popen(
-        [sys.executable, __file__, "--role", "relay", "--work", args.work, "--hold", str(args.hold)],
+        [
+            sys.executable,
+            __file__,
+            *("--role", "relay", "--work", args.work, "--hold", str(args.hold)),
+            *("--threads", str(args.threads), "--executor", args.executor),
+        ],
         env=os.environ,
     )
     try:
         overheads = camera(args.frames)
     finally:
         child.terminate()
-        child.wait(10)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:  # an rclpy process may hang in shutdown
+            child.kill()
+            child.wait(10)
     if not overheads:
         print("no frame came back", file=sys.stderr)
         return 1
     overheads.sort()
     result = {
         "work": args.work,
+        "executor": args.executor,
         "frames": len(overheads),
         "overhead_ms_median": round(statistics.median(overheads), 1),
         "overhead_ms_p90": round(overheads[int(0.9 * (len(overheads) - 1))], 1),

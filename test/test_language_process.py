@@ -120,6 +120,26 @@ def test_every_thread_of_the_child_is_niced(checkpoint):
         assert len(tids) > 1  # torch and the pipe start threads: more than the main one to check
         niceness = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in tids}
         assert all(n == min(19, base + 7) for n in niceness.values()), niceness
+        assert remote.priority == "nice +7"
+    finally:
+        remote.close()
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="per-thread policies are read from Linux /proc"
+)
+def test_every_thread_of_the_child_runs_sched_idle(checkpoint):
+    """With ``idle`` every thread of the child, also those its imports started, is SCHED_IDLE."""
+    import os
+
+    remote = RemoteSa2VA(str(checkpoint), device="cpu", threads=1, nice=7, idle=True)
+    try:
+        tids = [int(t.name) for t in Path(f"/proc/{remote.pid}/task").iterdir()]
+        assert len(tids) > 1
+        policies = {tid: os.sched_getscheduler(tid) for tid in tids}
+        assert set(policies.values()) == {os.SCHED_IDLE}, policies
+        assert remote.priority == "SCHED_IDLE"
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process is left alone
     finally:
         remote.close()
 

@@ -63,15 +63,15 @@ def test_node_with_the_language_model_in_its_own_process(tmp_path):
         assert planner.count("masks"), f"no masks from the node; its log:\n{node.log()}"
         children = psutil.Process(node.proc.pid).children(recursive=True)
         assert any("spawn" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
-        # language_nice (19) lowers every thread of the language process and none of the node's:
-        # a niced thread of the node would be preempted while holding the tracking loop's
-        # interpreter lock.
+        # language_sched_idle (the default) puts every thread of the language process under
+        # SCHED_IDLE and none of the node's: a lowered thread of the node would be preempted while
+        # holding the tracking loop's interpreter lock.
         child = next(c for c in children if "spawn" in " ".join(c.cmdline()))
-        base = os.getpriority(os.PRIO_PROCESS, node.proc.pid)
-        assert {os.getpriority(os.PRIO_PROCESS, t.id) for t in child.threads()} == {min(19, base + 19)}
-        assert {os.getpriority(os.PRIO_PROCESS, t.id) for t in psutil.Process(node.proc.pid).threads()} == {
-            base
+        assert {os.sched_getscheduler(t.id) for t in child.threads()} == {os.SCHED_IDLE}
+        assert {os.sched_getscheduler(t.id) for t in psutil.Process(node.proc.pid).threads()} == {
+            os.SCHED_OTHER
         }
+        assert f"language process {child.pid}: SCHED_IDLE" in node.log()
 
         reply = planner.request(Command.ADD, "add-1", text="the red circle")
         assert reply is not None and reply.success, reply and reply.message

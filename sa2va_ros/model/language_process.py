@@ -21,7 +21,10 @@ DDS threads exist). It offers the calls the ROS node's language tasks make (``gr
 * The child's errors come back as the same exceptions (InputError and friends); a child that
   dies is reported as a :class:`~sa2va_ros.model.errors.Sa2VAError` saying so.
 * The child is niced and has its own torch thread count (``nice``, ``threads``): as a process,
-  every thread torch starts inherits them.
+  every thread torch starts inherits them. With ``idle`` it runs under Linux's SCHED_IDLE policy
+  instead: niceness 19 still leaves it a share of a CPU that other work wants, and the scheduler
+  does not count that CPU as free, so a camera driver's or DDS thread's wake-up lands on the
+  tracking loop's CPU and preempts it; a CPU running only SCHED_IDLE work counts as free.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class RemoteSa2VA:
         dtype: str | torch.dtype = "auto",
         threads: int = 0,
         nice: int = 0,
+        idle: bool = False,
     ) -> None:
         self.sam2 = load_sam2(model, device, dtype)
         dt = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
@@ -129,7 +133,7 @@ class RemoteSa2VA:
         self._lock = threading.Lock()
         self._process = ctx.Process(
             target=_child_main,
-            args=(child_conn, self._cancel, str(model), device, dt, threads, nice),
+            args=(child_conn, self._cancel, str(model), device, dt, threads, nice, idle),
             name="sa2va-language",
             daemon=True,
         )
@@ -143,6 +147,8 @@ class RemoteSa2VA:
             self.close()
             raise payload if isinstance(payload, BaseException) else Sa2VAError(f"language process: {kind}")
         self.info, self.pid = payload["info"], self._process.pid
+        #: How the child's CPU priority was lowered, or why it could not be (for the node's log).
+        self.priority: str = payload["priority"]
 
     # -- the calls the node's language tasks make -----------------------------------------------
 
@@ -304,10 +310,11 @@ def _local(payload: Any) -> Any:
 # -- the child ------------------------------------------------------------------------------
 
 
-def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int, nice: int) -> None:
+def _child_main(
+    conn, cancel, model: str, device: str, dtype: str, threads: int, nice: int, idle: bool
+) -> None:
     """The language process: load Sa2VA, then serve one request at a time until told to stop."""
-    if nice > 0:
-        _nice_process(nice)
+    priority = _lower_priority(nice, idle)
     if threads > 0:
         torch.set_num_threads(threads)
     try:
@@ -317,7 +324,7 @@ def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int,
     except BaseException as exc:  # noqa: BLE001 - the parent reports it
         conn.send(("error", _sendable(exc)))
         return
-    conn.send(("ready", {"info": sa2va.info}))
+    conn.send(("ready", {"info": sa2va.info, "priority": priority}))
     attached: dict[str, shared_memory.SharedMemory] = {}
     while True:
         try:
@@ -357,23 +364,41 @@ def _child_main(conn, cancel, model: str, device: str, dtype: str, threads: int,
         shm.close()
 
 
-def _nice_process(nice: int) -> None:
-    """Add ``nice`` to every thread of this process (Linux niceness is per thread).
+def _lower_priority(nice: int, idle: bool) -> str:
+    """Lower every thread of this process: SCHED_IDLE with ``idle``, else add ``nice``.
 
-    Importing this module (torch) has already started threads by the time the child runs, and
-    ``os.nice`` would lower only the calling one; threads started later inherit the caller's.
+    Both are per thread on Linux. Importing this module (torch) has already started threads by the
+    time the child runs, and ``os.nice`` / ``sched_setscheduler(0, ...)`` would change only the
+    calling one; threads started later inherit the caller's. Returns what was done, or why not.
     """
     tasks = Path("/proc/self/task")
+    if idle:
+        if not tasks.is_dir() or not hasattr(os, "SCHED_IDLE"):
+            return "SCHED_IDLE not available on this system: default priority"
+        for tid in _thread_ids(tasks):
+            try:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+            except PermissionError as exc:  # e.g. a seccomp profile: say so, keep running
+                return f"SCHED_IDLE refused ({exc}): default priority"
+        return "SCHED_IDLE"
+    if nice <= 0:
+        return "default priority"
     if not tasks.is_dir() or not hasattr(os, "setpriority"):
         if hasattr(os, "nice"):
             os.nice(nice)
-        return
-    for entry in tasks.iterdir():
-        tid = int(entry.name)
+        return f"nice +{nice}"
+    for tid in _thread_ids(tasks):
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
         except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
             pass
+    return f"nice +{nice}"
+
+
+def _thread_ids(tasks: Path) -> list[int]:
+    return [int(entry.name) for entry in tasks.iterdir()]
 
 
 def _serve(sa2va, method: str, arrays: list[np.ndarray], kw: dict, on_text) -> Any:

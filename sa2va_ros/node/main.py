@@ -16,8 +16,9 @@ import threading
 from collections.abc import Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 
+from .executor import HandoffExecutor
 from .memory import tune_allocator
 from .node import Sa2VANode
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     allocator = tune_allocator()  # before rclpy.init starts the middleware's threads
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node: Sa2VANode | None = None
-    executor: MultiThreadedExecutor | None = None
+    executor: HandoffExecutor | None = None
     handler: logging.Handler | None = None
     package_logger = logging.getLogger("sa2va_ros")
     try:
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = _RosLogHandler(node)
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)
-        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+        executor = HandoffExecutor(node.executor_threads, thread_name_prefix="sa2va-callbacks")
         executor.add_node(node)
         if node.autostart:
             threading.Thread(target=node.bring_up, name="sa2va-autostart", daemon=True).start()

@@ -9,7 +9,8 @@
 Threads: image callbacks only store the newest frame (camera.py); the tracking loop
 (tracking.py) runs every new frame; the language worker (language_worker.py) runs every
 command, service and chat goal through a bounded queue. Services, the action and commands
-exist from start-up in their own callback groups of a MultiThreadedExecutor, so a request
+exist from start-up in their own callback groups of a multi-threaded executor (executor.py:
+rclpy's own busy-loops while the tracker computes), so a request
 made while the model loads or the node is inactive gets a clear answer instead of silence.
 """
 
@@ -409,7 +410,8 @@ class Sa2VANode(LifecycleNode):
         gc.collect()
         gc.freeze()
         names = ", ".join(repr(c.name) for c in self._cameras)
-        log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}")
+        where = f"; language process {model.pid}: {model.priority}" if params.language_process else ""
+        log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}{where}")
         return TransitionCallbackReturn.SUCCESS
 
     @staticmethod
@@ -424,6 +426,7 @@ class Sa2VANode(LifecycleNode):
                 dtype=params.dtype,
                 threads=params.language_threads or max(1, (os.cpu_count() or 2) // 2),
                 nice=params.language_nice,
+                idle=params.language_sched_idle,
             )
         from sa2va_ros.model import Sa2VA
 

@@ -151,6 +151,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "language process (Linux): tracking gets the CPU first; 0 = same priority (faster answers, "
               "slower tracking)", False,
               _between(0, 19)),
+    ParamSpec("language_sched_idle", True,
+              "with language_process: run the language process under Linux's SCHED_IDLE policy instead of "
+              "language_nice (it gets only CPU time nothing else wants, and its CPU counts as free for "
+              "other wake-ups, which then do not preempt tracking); false = language_nice", False),
     ParamSpec("language_process", False,
               "run the language model in its own process (frames shared through shared memory): it then "
               "never holds the tracking loop's Python interpreter; SAM-2's weights are loaded twice", False),
@@ -260,6 +264,7 @@ class NodeParams:
     tracking_threads: int
     language_threads: int
     language_nice: int
+    language_sched_idle: bool
     language_process: bool
     diagnostics_period: float
     presence_threshold: float

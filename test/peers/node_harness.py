@@ -31,7 +31,6 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -39,6 +38,7 @@ from std_msgs.msg import String
 
 from sa2va_msgs.action import Chat
 from sa2va_msgs.msg import Command, ObjectArray, Reply
+from sa2va_ros.node.executor import HandoffExecutor
 
 BIN = Path(sys.executable).parent
 #: The planner's service and action clients keep every response. rclpy's default client QoS keeps
@@ -125,7 +125,9 @@ class Planner(Node):
         self._chat_client: ActionClient | None = None
         #: Why the spin thread stopped, if it did (every later wait would time out without it).
         self.spin_error: BaseException | None = None
-        self._executor = MultiThreadedExecutor(num_threads=4)
+        # The node's executor: rclpy's MultiThreadedExecutor busy-loops while the machine is busy
+        # (sa2va_ros/node/executor.py), which delayed this planner's own callbacks by seconds.
+        self._executor = HandoffExecutor(4, thread_name_prefix="planner")
         self._executor.add_node(self)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

@@ -1,0 +1,93 @@
+"""The node's executor: rclpy's MultiThreadedExecutor without its busy loop under load.
+
+Why not the stock one (Humble 3.3, Jazzy 7.1, Kilted 9.1): its spinning thread hands a ready
+callback to the thread pool and goes back to waiting for new work at once. Until a pool thread has
+taken the message, that wait returns immediately with nothing ready, so the spinning thread loops,
+holding the interpreter lock that the pool thread needs to take the message; each loop also hands
+the same still-waiting task to the pool again (rclpy#1452; upstream's rclpy 10.0.4 changed this in
+#1547). Measured with a bare rclpy relay on this 2-vCPU machine while a thread computed with torch
+(as the tracking loop does): about 50,000 empty wake-ups a second, 7,000 copies of one task queued,
+and frames waiting up to 2.2 s between the middleware and their callback. With this executor: two
+wake-ups per frame and 0.4-0.7 ms (bench/rclpy_pair.py --executor).
+
+Here the spinning thread waits until a pool thread has picked the task up. That costs nothing while
+a pool thread is free; when none is, it could not hand over anything else either. Everything else
+is the stock executor's: the same wait set, callback groups, coroutines (one that awaits is resumed
+on a later wake-up) and a callback's exception still ends ``spin()`` in the spinning thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from rclpy.executors import (
+    ConditionReachedException,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    TimeoutException,
+)
+from rclpy.task import Task
+
+
+class HandoffExecutor(MultiThreadedExecutor):
+    """Runs callbacks on ``num_threads`` pool threads; a task is never queued twice."""
+
+    def __init__(self, num_threads: int, *, thread_name_prefix: str = "executor", context=None) -> None:
+        super().__init__(num_threads=num_threads, context=context)
+        # Our own pool (named threads show up as such in py-spy / top -H); the parent's stays unused
+        # and, being lazy, never starts a thread.
+        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix=thread_name_prefix)
+        self._queue_lock = threading.Lock()
+        self._picked_up = threading.Condition(self._queue_lock)
+        self._queued: set[Task] = set()
+        self._failed: list[Task] = []
+
+    def _spin_once_impl(self, timeout_sec=None, wait_condition: Callable[[], bool] = lambda: False) -> None:
+        try:
+            task, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
+            task = None
+        if task is not None:
+            with self._queue_lock:
+                fresh = task not in self._queued
+                self._queued.add(task)
+            if fresh:
+                self._pool.submit(self._run, task)
+            self._wait_until_picked_up(task)
+        self._raise_failure()
+
+    def _wait_until_picked_up(self, task: Task) -> None:
+        # Waiting for new work while this task's message is still untaken does not block (the
+        # wait set wakes at once, with nothing ready, until the pool thread has taken it): the
+        # spinning thread would busy-loop, holding the interpreter lock the pool thread needs.
+        # It waits instead; that costs nothing while a pool thread is free, and when none is, it
+        # could not hand over any other work either.
+        with self._picked_up:
+            while task in self._queued and not self._is_shutdown:
+                self._picked_up.wait(0.1)
+
+    def _run(self, task: Task) -> None:
+        with self._picked_up:
+            # Before running it: a wake-up during the run may queue it again (a coroutine that
+            # awaits must be resumed later), and Task itself refuses to run twice at once.
+            self._queued.discard(task)
+            self._picked_up.notify_all()
+        task()
+        if task.done() and task.exception() is not None:
+            with self._queue_lock:
+                self._failed.append(task)
+            self._guard.trigger()  # let the spinning thread raise it now
+
+    def _raise_failure(self) -> None:
+        with self._queue_lock:
+            failed = self._failed.pop(0) if self._failed else None
+        if failed is not None:
+            failed.result()  # raises the callback's exception, as the stock executor does
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        done = super().shutdown(timeout_sec)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return done

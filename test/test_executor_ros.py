@@ -1,0 +1,157 @@
+"""sa2va_node's executor (sa2va_ros/node/executor.py) on real rclpy entities in this process.
+
+While another thread computes with torch (as the tracking loop does), each message must be handed
+to the pool once and the spinning thread must then wait, not loop: rclpy's MultiThreadedExecutor
+loops here thousands of times per message (its wait returns at once until the message is taken).
+The rest is the stock executor's contract: coroutines that await are resumed, a callback's
+exception ends spin(), shutdown ends it too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy comes from the venv made by scripts/setup.sh")
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.task import Future  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from sa2va_ros.node.executor import HandoffExecutor  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def context():
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+def _spin(executor: HandoffExecutor) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            executor.spin()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def _counting_yields(executor: HandoffExecutor) -> list[int]:
+    """Counts what the spinning thread is handed: one per loop of the wait."""
+    count = [0]
+    original = executor.wait_for_ready_callbacks
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        count[0] += 1
+        return result
+
+    executor.wait_for_ready_callbacks = counted
+    return count
+
+
+def test_each_message_is_handed_over_once_while_torch_computes(context):
+    torch = pytest.importorskip("torch")
+    node = Node("handoff_subject", context=context)
+    sender = Node("handoff_sender", context=context)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    got: list[str] = []
+    arrived = threading.Event()
+
+    def on_message(msg: String) -> None:
+        got.append(msg.data)
+        arrived.set()
+
+    node.create_subscription(String, "handoff", on_message, qos)
+    pub = sender.create_publisher(String, "handoff", qos)
+    executor = HandoffExecutor(4, context=context)
+    executor.add_node(node)
+    yields = _counting_yields(executor)
+    thread, errors = _spin(executor)
+
+    stop = threading.Event()
+
+    def compute() -> None:  # takes and drops the interpreter lock between operations
+        a = torch.randn(128, 128)
+        while not stop.is_set():
+            a @ a
+
+    torch.set_num_threads(1)
+    worker = threading.Thread(target=compute, daemon=True)
+    try:
+        deadline = time.monotonic() + 20
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.start()
+        before = yields[0]
+        for i in range(20):
+            arrived.clear()
+            pub.publish(String(data=str(i)))
+            assert arrived.wait(10), f"message {i} never reached its callback"
+            time.sleep(0.02)
+        handed = yields[0] - before
+    finally:
+        stop.set()
+        executor.shutdown(timeout_sec=5)
+        thread.join(5)
+        node.destroy_node()
+        sender.destroy_node()
+    assert got == [str(i) for i in range(20)]
+    assert not errors
+    # One hand-over per message, and a few for the guard the handler triggers; rclpy's own
+    # MultiThreadedExecutor loops thousands of times per message here.
+    assert handed <= 3 * 20, f"{handed} hand-overs for 20 messages"
+
+
+def test_awaiting_coroutines_resume_and_errors_end_spin(context):
+    node = Node("handoff_coroutines", context=context)
+    executor = HandoffExecutor(2, context=context)
+    executor.add_node(node)
+    gate = Future(executor=executor)
+    gate.add_done_callback(lambda _future: None)  # scheduled on the executor: that wakes it
+    resumed = threading.Event()
+
+    async def waits_for_gate() -> None:
+        await gate
+        resumed.set()
+
+    def fails() -> None:
+        raise RuntimeError("callback failed")
+
+    executor.create_task(waits_for_gate)
+    thread, errors = _spin(executor)
+    try:
+        time.sleep(0.3)
+        assert not resumed.is_set()
+        gate.set_result(True)  # wakes the executor; the coroutine is resumed on a pool thread
+        assert resumed.wait(5), "an awaiting coroutine was not resumed"
+        executor.create_task(fails)
+        thread.join(5)
+        assert not thread.is_alive(), "a callback's exception did not end spin()"
+        assert len(errors) == 1 and str(errors[0]) == "callback failed"
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+
+
+def test_shutdown_ends_spin(context):
+    node = Node("handoff_shutdown", context=context)
+    executor = HandoffExecutor(2, context=context)
+    executor.add_node(node)
+    thread, errors = _spin(executor)
+    time.sleep(0.2)
+    assert executor.shutdown(timeout_sec=5)
+    thread.join(5)
+    assert not thread.is_alive() and not errors
+    node.destroy_node()
