@@ -361,6 +361,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=19,
         help="niceness added to the language side, thread or process (default 19, as sa2va_node)",
     )
+    p.add_argument(
+        "--no-language-sched-idle",
+        dest="language_sched_idle",
+        action="store_false",
+        help="the language process niced instead of SCHED_IDLE (sa2va_node's language_sched_idle:=false)",
+    )
     p.add_argument("--workdir", default=None, help="where checkpoints are written (default: a temp dir)")
     args = p.parse_args(argv)
     smoke = args.cpu_smoke
@@ -394,6 +400,7 @@ def main(argv=None) -> int:
         "tokens": args.tokens,
         "language_threads": language_threads(args.language_threads),
         "language_nice": args.language_nice,
+        "language_sched_idle": args.language_sched_idle,
     }
     t_start = time.perf_counter()
     if not args.skip_tracking:
@@ -448,6 +455,7 @@ def main(argv=None) -> int:
                     dtype=dtype,
                     threads=language_threads(args.language_threads),
                     nice=args.language_nice,
+                    idle=args.language_sched_idle,
                 )
                 try:
                     entry["busy_language_process"] = busy_vs_idle(remote, model, frames, args, clock, device)

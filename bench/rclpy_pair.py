@@ -56,6 +56,7 @@ def relay(
     """
     import numpy as np
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -103,7 +104,10 @@ def relay(
     threading.Thread(target=worker, daemon=True).start()
     spinner = make_executor(executor)
     spinner.add_node(node)
-    spinner.spin()
+    try:
+        spinner.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):  # SIGTERM from the camera / node_latency
+        pass
 
 
 def camera(frames: int) -> list[float]:

@@ -20,7 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.task import Future  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from sa2va_ros.node.executor import HandoffExecutor  # noqa: E402
+from sa2va_ros.node.executor import HandoffExecutor, InlineCallbackGroup  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -155,3 +155,39 @@ def test_shutdown_ends_spin(context):
     thread.join(5)
     assert not thread.is_alive() and not errors
     node.destroy_node()
+
+
+def test_inline_callbacks_run_in_the_spinning_thread_others_in_the_pool(context):
+    node = Node("handoff_inline", context=context)
+    sender = Node("handoff_inline_sender", context=context)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    threads: dict[str, str] = {}
+    both = threading.Event()
+
+    def recorder(name: str):
+        def on_message(_msg: String) -> None:
+            threads[name] = threading.current_thread().name
+            if len(threads) == 2:
+                both.set()
+
+        return on_message
+
+    node.create_subscription(String, "inline", recorder("inline"), qos, callback_group=InlineCallbackGroup())
+    node.create_subscription(String, "inline", recorder("pooled"), qos)
+    pub = sender.create_publisher(String, "inline", qos)
+    executor = HandoffExecutor(2, thread_name_prefix="pool", context=context)
+    executor.add_node(node)
+    thread, errors = _spin(executor)
+    try:
+        deadline = time.monotonic() + 20
+        while pub.get_subscription_count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pub.publish(String(data="x"))
+        assert both.wait(10), threads
+    finally:
+        executor.shutdown(timeout_sec=5)
+        thread.join(5)
+        node.destroy_node()
+        sender.destroy_node()
+    assert threads["inline"] == thread.name and threads["pooled"].startswith("pool"), threads
+    assert not errors

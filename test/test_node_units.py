@@ -133,6 +133,19 @@ def test_label_image_values_and_overlaps():
     assert labels[0, 0] == 1 and labels[1, 1] == 3 and labels[3, 4] == 0  # later wins on overlap
 
 
+def test_label_image_of_one_drawn_mask_equals_the_general_path():
+    a = np.zeros((4, 5), bool)
+    a[1:3, 2:4] = True
+    labels, values = label_image([None, a, None], (4, 5))
+    expected = np.zeros((4, 5), np.uint8)
+    expected[a] = 2
+    assert labels.dtype == np.uint8 and np.array_equal(labels, expected) and values == [0, 2, 0]
+    labels, values = label_image([np.zeros((4, 5), bool)], (4, 5))
+    assert not labels.any() and values == [0]
+    with pytest.raises(ValueError, match="shape"):
+        label_image([np.zeros((3, 5), bool)], (4, 5))
+
+
 def test_label_image_goes_mono16_beyond_255_objects():
     masks = []
     for i in range(300):

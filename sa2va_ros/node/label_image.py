@@ -28,13 +28,24 @@ def label_image(masks: Sequence[np.ndarray | None], shape: tuple[int, int]) -> t
     if n > MAX_MONO16_LABELS:
         raise ValueError(f"{n} masks do not fit a mono16 label image (at most {MAX_MONO16_LABELS}).")
     dtype = np.uint8 if n <= MAX_MONO8_LABELS else np.uint16
+    drawn = [index for index, mask in enumerate(masks) if mask is not None]
+    for index in drawn:
+        if masks[index].shape != tuple(shape):
+            raise ValueError(f"mask {index} has shape {masks[index].shape}, expected {tuple(shape)}")
+    if not drawn:
+        return np.zeros(shape, dtype=dtype), [0] * n
+    if len(drawn) == 1:
+        # The common case (one tracked object): one multiply, and nothing can hide the mask, so
+        # no counting pass. In the node, right after a tracker step has filled the caches with
+        # SAM-2's tensors, the general path took 0.5-0.7 ms at 640x480.
+        index = drawn[0]
+        labels = np.multiply(masks[index], index + 1, dtype=dtype)
+        values = [0] * n
+        values[index] = index + 1 if labels.any() else 0
+        return labels, values
     labels = np.zeros(shape, dtype=dtype)
-    for index, mask in enumerate(masks):
-        if mask is None:
-            continue
-        if mask.shape != tuple(shape):
-            raise ValueError(f"mask {index} has shape {mask.shape}, expected {tuple(shape)}")
-        labels[mask] = index + 1
+    for index in drawn:
+        np.copyto(labels, index + 1, where=masks[index])
     present = _present(labels, n)
     values = [i + 1 if masks[i] is not None and present[i + 1] else 0 for i in range(n)]
     return labels, values

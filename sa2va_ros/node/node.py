@@ -57,6 +57,7 @@ from . import detections, entities
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
+from .executor import InlineCallbackGroup
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
 from .load_errors import load_hint
@@ -147,7 +148,8 @@ class Sa2VANode(LifecycleNode):
         self._transition_lock = threading.Lock()
 
         self._request_group = ReentrantCallbackGroup()
-        self._image_group = ReentrantCallbackGroup()
+        # Image callbacks only store the newest frame: the executor runs them in its own thread.
+        self._image_group = InlineCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._requests = RequestHandlers(
             self.get_fully_qualified_name(),
