@@ -379,6 +379,7 @@ def main() -> int:
         "tracking_threads": args.tracking_threads,
         "image_qos": args.image_qos,
         "language_process": params.get("language_process", "false"),
+        "language_sched_idle": params.get("language_sched_idle", "true (default)"),
         "latency_ratio": round(statistics.median(ratios), 3),
         # None when no mask arrived while idle: the transport stalled (printed below), not a ratio.
         "busy_rate_ratio": round(statistics.fmean(window_ratios), 3) if window_ratios else None,

@@ -6,9 +6,11 @@ taken the message, that wait returns immediately with nothing ready, so the spin
 holding the interpreter lock that the pool thread needs to take the message; each loop also hands
 the same still-waiting task to the pool again (rclpy#1452; upstream's rclpy 10.0.4 changed this in
 #1547). Measured with a bare rclpy relay on this 2-vCPU machine while a thread computed with torch
-(as the tracking loop does): about 50,000 empty wake-ups a second, 7,000 copies of one task queued,
+(as the tracking loop does): thousands of empty wake-ups a second (216,181 in about a minute for
+20 frames), up to 6,923 copies of one task in its list,
 and frames waiting up to 2.2 s between the middleware and their callback. With this executor: two
-wake-ups per frame and 0.4-0.7 ms (bench/rclpy_pair.py --executor).
+wake-ups per frame and 0.4-0.7 ms from the middleware to the callback (bench/rclpy_pair.py
+--executor compares them).
 
 Here the spinning thread waits until a pool thread has picked the task up. That costs nothing while
 a pool thread is free; when none is, it could not hand over anything else either. Everything else
