@@ -365,36 +365,48 @@ def _child_main(
 
 
 def _lower_priority(nice: int, idle: bool) -> str:
-    """Lower every thread of this process: SCHED_IDLE with ``idle``, else add ``nice``.
+    """Lower every thread of this process: SCHED_IDLE with ``idle``, else (or where the system
+    refuses it) add ``nice``. Returns what was done, and why SCHED_IDLE was not, for the log.
 
     Both are per thread on Linux. Importing this module (torch) has already started threads by the
     time the child runs, and ``os.nice`` / ``sched_setscheduler(0, ...)`` would change only the
-    calling one; threads started later inherit the caller's. Returns what was done, or why not.
+    calling one; threads started later inherit the caller's.
     """
     tasks = Path("/proc/self/task")
+    note = ""
     if idle:
-        if not tasks.is_dir() or not hasattr(os, "SCHED_IDLE"):
-            return "SCHED_IDLE not available on this system: default priority"
-        for tid in _thread_ids(tasks):
-            try:
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            except ProcessLookupError:  # a thread that ended meanwhile
-                pass
-            except PermissionError as exc:  # e.g. a seccomp profile: say so, keep running
-                return f"SCHED_IDLE refused ({exc}): default priority"
-        return "SCHED_IDLE"
+        refused = _sched_idle(tasks)
+        if refused is None:
+            return "SCHED_IDLE"
+        note = f"SCHED_IDLE not applied ({refused}); "
     if nice <= 0:
-        return "default priority"
+        return note + "default priority"
     if not tasks.is_dir() or not hasattr(os, "setpriority"):
         if hasattr(os, "nice"):
             os.nice(nice)
-        return f"nice +{nice}"
+        return note + f"nice +{nice}"
     for tid in _thread_ids(tasks):
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
         except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
             pass
-    return f"nice +{nice}"
+    return note + f"nice +{nice}"
+
+
+def _sched_idle(tasks: Path) -> str | None:
+    """Every thread of this process under SCHED_IDLE; None, or why it could not be done."""
+    if not tasks.is_dir() or not hasattr(os, "SCHED_IDLE"):
+        return "not available on this system"
+    try:  # the calling thread first: refused here, nothing has changed yet
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:  # e.g. a seccomp profile that forbids it
+        return str(exc)
+    for tid in _thread_ids(tasks):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+    return None
 
 
 def _thread_ids(tasks: Path) -> list[int]:

@@ -414,6 +414,11 @@ class Sa2VANode(LifecycleNode):
         names = ", ".join(repr(c.name) for c in self._cameras)
         where = f"; language process {model.pid}: {model.priority}" if params.language_process else ""
         log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}{where}")
+        if params.language_process and params.language_sched_idle and model.priority != "SCHED_IDLE":
+            log.warning(
+                f"language_sched_idle: the language process runs with {model.priority}; tracking may "
+                "slow down while it generates"
+            )
         return TransitionCallbackReturn.SUCCESS
 
     @staticmethod
