@@ -286,11 +286,12 @@ class Sa2VANode(LifecycleNode):
 
     @property
     def executor_threads(self) -> int:
-        """Threads for what may run at once: a lifecycle transition (configure loads the model),
-        the timer, one image callback per camera and short request callbacks. Requests waiting
-        for the language worker hold none (they are coroutines), so the queue size plays no part.
+        """Pool threads for what may run at once: a lifecycle transition (configure loads the
+        model), the timer and short request callbacks. Image callbacks run in the executor's
+        spinning thread (InlineCallbackGroup) and requests waiting for the language worker hold
+        none (they are coroutines), so neither the cameras nor the queue size play a part.
         """
-        return 4 + len(self._startup_value("cameras"))
+        return 4
 
     def _read_params(self) -> P.NodeParams:
         return P.from_values({spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS})
