@@ -47,6 +47,13 @@ def _spin(executor: HandoffExecutor) -> tuple[threading.Thread, list[BaseExcepti
     return thread, errors
 
 
+def _wait_for_subscribers(pub, count: int, timeout: float = 20.0) -> None:
+    """Discovery: the first message to a subscription not yet matched would be lost."""
+    deadline = time.monotonic() + timeout
+    while pub.get_subscription_count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _counting_yields(executor: HandoffExecutor) -> list[int]:
     """Counts what the spinning thread is handed: one per loop of the wait."""
     count = [0]
@@ -90,9 +97,7 @@ def test_each_message_is_handed_over_once_while_torch_computes(context):
     torch.set_num_threads(1)
     worker = threading.Thread(target=compute, daemon=True)
     try:
-        deadline = time.monotonic() + 20
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_subscribers(pub, 1)
         worker.start()
         before = yields[0]
         for i in range(20):
@@ -179,9 +184,7 @@ def test_inline_callbacks_run_in_the_spinning_thread_others_in_the_pool(context)
     executor.add_node(node)
     thread, errors = _spin(executor)
     try:
-        deadline = time.monotonic() + 20
-        while pub.get_subscription_count() < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_subscribers(pub, 2)
         pub.publish(String(data="x"))
         assert both.wait(10), threads
     finally:
