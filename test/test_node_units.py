@@ -407,6 +407,22 @@ def test_overlapping_objects_keep_their_own_masks_in_messages():
     ]
 
 
+def test_png_masks_are_lossless_for_speckled_and_many_valued_images():
+    """The run-length PNG settings keep every pixel: a speckled 1-bit mask (what an uncertain model
+    gives), an 8-bit label image with 200 values and a 16-bit one with values above 255."""
+    from sa2va_ros.node.mask_codec import decode_mask, decode_png, mask_message, png_message
+
+    rng = np.random.default_rng(7)
+    speckle = rng.random((480, 640)) > 0.5
+    assert np.array_equal(decode_mask(mask_message(speckle)), speckle)
+    labels8 = rng.integers(0, 200, (97, 131), dtype=np.uint8)
+    assert np.array_equal(decode_png(png_message(labels8)), labels8)
+    labels16 = rng.integers(0, 1000, (50, 70), dtype=np.uint16)
+    decoded = decode_png(png_message(labels16))
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, labels16)
+    assert png_message(labels16).format == "mono16; png compressed mono16"
+
+
 def test_camera_holds_recent_frames_by_stamp():
     from std_msgs.msg import Header
 

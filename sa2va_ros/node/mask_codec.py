@@ -16,35 +16,51 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage
 
-#: Label images: zlib level 9 (replies are read by people; a few ms more is fine there).
-_PNG_LEVEL = [int(cv2.IMWRITE_PNG_COMPRESSION), 9]
+
+def _png_params() -> list[int]:
+    """zlib's run-length strategy, and no row filter where this OpenCV lets us choose (>= 4.11).
+
+    Why not zlib's level 9: its time depends on the mask. A smooth 640x480 object costs 0.65 ms
+    (1-bit) and 2.9 ms (8-bit label image), but the speckled mask of an uncertain model (the demo
+    model's answer) 12.7 and 25 ms, and the node spent those ms on every answer beside the tracking
+    loop (bench/node_latency.py's busy windows). Run-length coding takes 0.2-0.5 ms whatever the
+    mask (bench/mask_png.py), for about level 9's bytes on smooth masks and up to 5 times on
+    speckled ones (a few KB either way). A mask's rows are runs already: OpenCV's default row
+    filtering (it tries every filter on every row) would cost 1.1 ms of an 8-bit image's 1.5 ms
+    for little; OpenCV before 4.11 always does it.
+    """
+    rle = int(cv2.IMWRITE_PNG_STRATEGY_RLE)
+    params = [int(cv2.IMWRITE_PNG_COMPRESSION), 1, int(cv2.IMWRITE_PNG_STRATEGY), rle]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        params += [int(cv2.IMWRITE_PNG_FILTER), int(cv2.IMWRITE_PNG_FILTER_NONE)]
+    return params
+
+
+_PNG_PARAMS = _png_params()
+_BILEVEL_PARAMS = _PNG_PARAMS + [int(cv2.IMWRITE_PNG_BILEVEL), 1]
 
 
 def png_message(pixels: np.ndarray, header=None) -> CompressedImage:
     """(H, W) uint8 or uint16 pixels -> a PNG CompressedImage (mono8 / mono16)."""
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"a mask image must be (H, W) uint8 or uint16, got {pixels.shape} {pixels.dtype}")
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), _PNG_LEVEL)
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), _PNG_PARAMS)
     if not ok:
         raise ValueError("PNG encoding failed")
     encoding = "mono8" if pixels.dtype == np.uint8 else "mono16"
     return _message(encoded.tobytes(), encoding, header)
 
 
-def mask_message(mask: np.ndarray | None, header=None, fast: bool = False) -> CompressedImage:
+def mask_message(mask: np.ndarray | None, header=None) -> CompressedImage:
     """One object's (H, W) bool mask as a 1-bit PNG; an empty message for None.
 
     1 bit per pixel before zlib: a half to an eighth of an 8-bit PNG. Decoders (cv2.imdecode,
-    compressed_image_transport) expand it to mono8 0 / 255. ``fast`` (per-frame results): zlib
-    level 1, 0.5 ms for a 640x480 disc against 2 ms at level 9, for about 1.7 times the bytes.
+    compressed_image_transport) expand it to mono8 0 / 255.
     """
     if mask is None:
         return CompressedImage()
     pixels = np.where(mask, np.uint8(255), np.uint8(0))
-    level = 1 if fast else 9
-    ok, encoded = cv2.imencode(
-        ".png", pixels, [int(cv2.IMWRITE_PNG_COMPRESSION), level, int(cv2.IMWRITE_PNG_BILEVEL), 1]
-    )
+    ok, encoded = cv2.imencode(".png", pixels, _BILEVEL_PARAMS)
     if not ok:
         raise ValueError("PNG encoding failed")
     return _message(encoded.tobytes(), "mono8", header)

@@ -103,9 +103,7 @@ def object_array(
                 bbox=roi(box),
                 area=int(np.count_nonzero(mask)) if box is not None else 0,
                 frames_since_seen=int(obj.frames_since_seen),
-                mask=mask_message(mask, header, fast=True)
-                if with_masks and box is not None
-                else CompressedImage(),
+                mask=mask_message(mask, header) if with_masks and box is not None else CompressedImage(),
             )
         )
     return array
