@@ -104,3 +104,30 @@ def test_load_errors_get_the_hint_that_fits_their_cause(tmp_path):
     hub = "ByteDance/Sa2VA-Not-Cached"
     hint = load_hint(load_error(hub), hub, "cpu", "auto")
     assert "HF_HUB_OFFLINE is set" in hint and "-p model:=/path/to/Sa2VA-1B" in hint
+
+
+def test_publishers_carry_no_default_qos_event_handlers(tmp_path):
+    """Every publisher of the node (its start-up ones and a configured camera's) is created without
+    rclpy's default incompatible-QoS / type handlers: each would be one more waitable the executor
+    walks on every wake-up, between a frame's callback and the tracking thread (see Sa2VANode._output).
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "peers"))
+    from node_harness import write_model
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    model = write_model(tmp_path / "model", force_seg=True)
+    with node(f"model:={model}", "device:=cpu") as n:
+        builtin = {"/rosout", "/parameter_events"}
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        ours = [p for p in n.publishers if p.topic_name not in builtin]
+        topics = {p.topic_name for p in ours}
+        assert {"/reply", "/diagnostics", "/masks", "/objects", "/overlay"} <= topics, topics
+        assert all(p.event_handlers == [] for p in ours), [
+            (p.topic_name, p.event_handlers) for p in ours if p.event_handlers
+        ]
+        # rclpy's own publishers keep theirs: the check above is not vacuous.
+        assert any(p.event_handlers for p in n.publishers if p.topic_name in builtin)
+        n.trigger_cleanup()

@@ -70,9 +70,9 @@ from .throttle import WarnThrottle
 from .tracking import TrackingLoop
 
 try:  # Iron and later
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 #: Command topics and replies: deep, so that a burst from a planner reaches the node's own bounded
@@ -155,7 +155,7 @@ class Sa2VANode(LifecycleNode):
             self.get_fully_qualified_name(),
             self.get_logger(),
             self._warn_throttled,
-            self.create_publisher(Reply, "reply", REQUEST_QOS),
+            self._output(Reply, "reply", REQUEST_QOS, lifecycle=False),
             params=lambda: self._params,
             state=lambda: (self._phase, self._load_error),
             executor=lambda: self.executor,
@@ -186,7 +186,7 @@ class Sa2VANode(LifecycleNode):
             cancel_service_qos_profile=SERVICE_QOS,
         )
         self._diagnostics = Diagnostics(self.get_name())
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self._output(DiagnosticArray, "/diagnostics", 10, lifecycle=False)
         self._diagnostics_timer = self.create_timer(
             self._startup_value("diagnostics_period"),
             self._publish_diagnostics,
@@ -366,23 +366,19 @@ class Sa2VANode(LifecycleNode):
                     params.recent_frames_period,
                     params.frame_history,
                 )
-                camera.masks_pub = self.create_lifecycle_publisher(Image, camera.topic("masks"), OUTPUT_QOS)
-                camera.objects_pub = self.create_lifecycle_publisher(
-                    ObjectArray, camera.topic("objects"), OUTPUT_QOS
-                )
-                camera.overlay_pub = self.create_lifecycle_publisher(
-                    Image, camera.topic("overlay"), OUTPUT_QOS
-                )
+                camera.masks_pub = self._output(Image, camera.topic("masks"), OUTPUT_QOS)
+                camera.objects_pub = self._output(ObjectArray, camera.topic("objects"), OUTPUT_QOS)
+                camera.overlay_pub = self._output(Image, camera.topic("overlay"), OUTPUT_QOS)
                 if params.depth_enabled:
                     camera.depth = D.CameraDepth(params.depth_slop)
-                    camera.depth.markers_pub = self.create_lifecycle_publisher(
+                    camera.depth.markers_pub = self._output(
                         MarkerArray, camera.topic("objects_markers"), OUTPUT_QOS
                     )
-                    camera.depth.cloud_pub = self.create_lifecycle_publisher(
+                    camera.depth.cloud_pub = self._output(
                         PointCloud2, camera.topic("objects_cloud"), OUTPUT_QOS
                     )
                 if detections.AVAILABLE:
-                    camera.detections_pub = self.create_lifecycle_publisher(
+                    camera.detections_pub = self._output(
                         detections.Detection2DArray, camera.topic("detections"), OUTPUT_QOS
                     )
                 if camera.prefix:  # `command` itself exists from start-up (first camera)
@@ -617,6 +613,22 @@ class Sa2VANode(LifecycleNode):
             camera.depth.info_sub = self.create_subscription(
                 CameraInfo, info_topic, camera.depth.on_info, qos, callback_group=self._image_group
             )
+
+    def _output(self, msg_type: Any, topic: str, qos: QoSProfile | int, lifecycle: bool = True) -> Any:
+        """A publisher without rclpy's default QoS-event handlers (incompatible QoS / type warnings).
+
+        Each handler is one more waitable that the executor walks, in Python, on every wake-up
+        before it runs the callback and again before it waits: with the node's dozen publishers
+        that was 0.08-0.1 ms of each frame's hand-over to the tracking thread (median, measured
+        in bench/node_latency.py's latency phase), during which the tracking thread waits for
+        the interpreter. The warning is not lost where it matters: a subscriber with incompatible
+        QoS or type is warned on its own side (rclpy, rclcpp and RViz do so by default), which is
+        where its user looks for why nothing arrives.
+        """
+        create = self.create_lifecycle_publisher if lifecycle else self.create_publisher
+        return create(
+            msg_type, topic, qos, event_callbacks=PublisherEventCallbacks(use_default_callbacks=False)
+        )
 
     def _depth_topics(self, camera: Camera, params: P.NodeParams) -> tuple[str, str]:
         """Fully qualified depth and camera_info topics of a camera (for messages)."""
