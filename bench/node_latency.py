@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--frames", type=int, default=60, help="frames timed for the latency ratio")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each rate window")
-    p.add_argument("--cycles", type=int, default=2, help="busy windows, each between two idle ones")
+    p.add_argument("--cycles", type=int, default=3, help="busy windows, each between two idle ones")
     p.add_argument("--rate", type=float, default=30.0, help="camera rate of the rate windows (Hz)")
     p.add_argument("--sam2-size", type=int, default=256, help="SAM-2 input size of the tiny checkpoint")
     p.add_argument("--model", default="", help="use this checkpoint instead of writing a tiny one")
