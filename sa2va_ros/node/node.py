@@ -619,11 +619,11 @@ class Sa2VANode(LifecycleNode):
 
         Each handler is one more waitable that the executor walks, in Python, on every wake-up
         before it runs the callback and again before it waits: with the node's dozen publishers
-        that was 0.08-0.1 ms of each frame's hand-over to the tracking thread (median, measured
-        in bench/node_latency.py's latency phase), during which the tracking thread waits for
-        the interpreter. The warning is not lost where it matters: a subscriber with incompatible
-        QoS or type is warned on its own side (rclpy, rclcpp and RViz do so by default), which is
-        where its user looks for why nothing arrives.
+        (two handlers each) that was about 0.1 ms of each frame's hand-over to the tracking thread
+        (medians per run; README, "Where the busy windows' time went"), during which the tracking
+        thread waits for the interpreter. The warning is not lost where it matters: a subscriber
+        with incompatible QoS is warned on its own side by its client library's default handler,
+        which is where its user looks for why nothing arrives.
         """
         create = self.create_lifecycle_publisher if lifecycle else self.create_publisher
         return create(
