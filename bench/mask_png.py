@@ -72,7 +72,7 @@ def main() -> int:
     level9 = [int(cv2.IMWRITE_PNG_COMPRESSION), 9]
     settings = {
         "level 9": (level9, level9 + [int(cv2.IMWRITE_PNG_BILEVEL), 1]),
-        "shipped": (mask_codec._PNG_PARAMS, mask_codec._BILEVEL_PARAMS),
+        "shipped": (mask_codec.PNG_PARAMS, mask_codec.BILEVEL_PNG_PARAMS),
     }
 
     def timed(pixels, params) -> tuple[float, int]:

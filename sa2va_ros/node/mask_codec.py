@@ -36,15 +36,16 @@ def _png_params() -> list[int]:
     return params
 
 
-_PNG_PARAMS = _png_params()
-_BILEVEL_PARAMS = _PNG_PARAMS + [int(cv2.IMWRITE_PNG_BILEVEL), 1]
+#: cv2.imencode parameters of every mask PNG the node sends (8/16-bit label images, 1-bit masks).
+PNG_PARAMS = _png_params()
+BILEVEL_PNG_PARAMS = PNG_PARAMS + [int(cv2.IMWRITE_PNG_BILEVEL), 1]
 
 
 def png_message(pixels: np.ndarray, header=None) -> CompressedImage:
     """(H, W) uint8 or uint16 pixels -> a PNG CompressedImage (mono8 / mono16)."""
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"a mask image must be (H, W) uint8 or uint16, got {pixels.shape} {pixels.dtype}")
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), _PNG_PARAMS)
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), PNG_PARAMS)
     if not ok:
         raise ValueError("PNG encoding failed")
     encoding = "mono8" if pixels.dtype == np.uint8 else "mono16"
@@ -60,7 +61,7 @@ def mask_message(mask: np.ndarray | None, header=None) -> CompressedImage:
     if mask is None:
         return CompressedImage()
     pixels = np.where(mask, np.uint8(255), np.uint8(0))
-    ok, encoded = cv2.imencode(".png", pixels, _BILEVEL_PARAMS)
+    ok, encoded = cv2.imencode(".png", pixels, BILEVEL_PNG_PARAMS)
     if not ok:
         raise ValueError("PNG encoding failed")
     return _message(encoded.tobytes(), "mono8", header)
