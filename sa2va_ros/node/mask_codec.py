@@ -45,11 +45,8 @@ def png_message(pixels: np.ndarray, header=None) -> CompressedImage:
     """(H, W) uint8 or uint16 pixels -> a PNG CompressedImage (mono8 / mono16)."""
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"a mask image must be (H, W) uint8 or uint16, got {pixels.shape} {pixels.dtype}")
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), PNG_PARAMS)
-    if not ok:
-        raise ValueError("PNG encoding failed")
     encoding = "mono8" if pixels.dtype == np.uint8 else "mono16"
-    return _message(encoded.tobytes(), encoding, header)
+    return _message(np.ascontiguousarray(pixels), PNG_PARAMS, encoding, header)
 
 
 def mask_message(mask: np.ndarray | None, header=None) -> CompressedImage:
@@ -61,18 +58,19 @@ def mask_message(mask: np.ndarray | None, header=None) -> CompressedImage:
     if mask is None:
         return CompressedImage()
     pixels = np.where(mask, np.uint8(255), np.uint8(0))
-    ok, encoded = cv2.imencode(".png", pixels, BILEVEL_PNG_PARAMS)
+    return _message(pixels, BILEVEL_PNG_PARAMS, "mono8", header)
+
+
+def _message(pixels: np.ndarray, params: list[int], encoding: str, header) -> CompressedImage:
+    """``pixels`` encoded as PNG with ``params`` in a CompressedImage of ``encoding``."""
+    ok, encoded = cv2.imencode(".png", pixels, params)
     if not ok:
         raise ValueError("PNG encoding failed")
-    return _message(encoded.tobytes(), "mono8", header)
-
-
-def _message(png: bytes, encoding: str, header) -> CompressedImage:
     msg = CompressedImage(format=f"{encoding}; png compressed {encoding}")
     if header is not None:
         msg.header = header
     data = array.array("B")
-    data.frombytes(png)
+    data.frombytes(encoded)  # the encoded buffer, copied once
     msg.data = data  # array.array: every distro's setter takes it without a per-element check
     return msg
 
