@@ -21,7 +21,7 @@ from PIL import Image
 from sa2va_ros.model.internvl import InternVLChat
 from sa2va_ros.model.internvl_preprocess import image_pixel_values, video_pixel_values
 from sa2va_ros.model.loading import load_state_dict
-from sa2va_ros.model.mllm import Turn
+from sa2va_ros.model.mllm import StopWhen, Turn
 from sa2va_ros.model.seg_projection import load_seg_projection
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -229,6 +229,22 @@ def test_streaming_pieces_add_up_and_cancel(fx: Fixture, model: InternVLChat) ->
     stopped = model.generate(case["text"], on_text=lambda piece: (seen.append(piece), False)[1])
     assert stopped.cancelled and not stopped.extras["stopped"]
     assert len(stopped.token_ids) == 1 and stopped.token_ids == gen.token_ids[:1]
+
+
+class _TextBlind(StopWhen):
+    """A StopWhen that fails if generation hands it text: it must be polled, never fed."""
+
+    def __call__(self, piece: str) -> bool:
+        raise AssertionError(f"a StopWhen was fed text: {piece!r}")
+
+
+def test_stop_when_polls_a_condition_and_reads_no_text(fx: Fixture, model: InternVLChat) -> None:
+    text = fx.cases["text_chat"]["text"]
+    full = model.generate(text, on_text=_TextBlind(lambda: False))
+    assert full.token_ids == model.generate(text).token_ids and not full.cancelled
+    polls: list[int] = []
+    stopped = model.generate(text, on_text=_TextBlind(lambda: polls.append(1) or len(polls) >= 3))
+    assert stopped.cancelled and stopped.token_ids == full.token_ids[:3] and len(polls) == 3
 
 
 def test_max_new_tokens_truncates(fx: Fixture, model: InternVLChat) -> None:

@@ -7,6 +7,8 @@ spawned process and frames really go through shared memory.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 
 from sa2va_ros.model.errors import InputError, Sa2VAError
 from sa2va_ros.model.language_process import RemoteSa2VA
+from sa2va_ros.model.mllm import StopWhen
 from sa2va_ros.model.sa2va import Sa2VA
 from sa2va_ros.testing.sam2_writer import tiny_sam2_config
 
@@ -37,6 +40,19 @@ def models(checkpoint):
     remote = RemoteSa2VA(str(checkpoint), device="cpu", threads=torch.get_num_threads(), nice=0)
     try:
         yield local, remote
+    finally:
+        remote.close()
+
+
+@pytest.fixture(scope="module")
+def chatty(tmp_path_factory):
+    """A language process over a checkpoint without force_seg: it talks until max_new_tokens."""
+    from sa2va_ros.testing.tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("chatty") / "model")
+    remote = RemoteSa2VA(str(path), device="cpu", threads=1)
+    try:
+        yield remote
     finally:
         remote.close()
 
@@ -83,6 +99,29 @@ def test_text_streams_back_and_cancels(models):
     assert "".join(pieces).strip() and not r.cancelled
     stop = remote.chat(PROMPT, _image(), max_new_tokens=8, on_text=lambda p: False)
     assert stop.cancelled
+
+
+def test_a_stop_when_cancels_without_streaming(models, chatty):
+    """A caller that only cancels gets no text round trips: the child checks a shared flag."""
+    local, remote = models
+
+    class TextBlind(StopWhen):
+        def __call__(self, piece: str) -> bool:
+            raise AssertionError(f"the parent was handed text: {piece!r}")
+
+    whole = remote.chat(PROMPT, _image(), max_new_tokens=64, on_text=TextBlind(lambda: False))
+    assert (
+        not whole.cancelled and whole.token_ids == local.chat(PROMPT, _image(), max_new_tokens=64).token_ids
+    )
+    stop = threading.Event()
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+    cancelled = chatty.chat(PROMPT, _image(), max_new_tokens=100_000, on_text=TextBlind(stop.is_set))
+    waited = time.monotonic() - started
+    assert cancelled.cancelled and 0 < len(cancelled.token_ids) < 100_000
+    assert waited < 0.3 + 2.0, f"the cancel took {waited - 0.3:.2f} s to stop the child"
+    assert len(chatty.chat(PROMPT, _image(), max_new_tokens=4).token_ids) == 4  # the flag was cleared
 
 
 def test_errors_come_back_as_the_same_exceptions(models):

@@ -23,6 +23,7 @@ _EXPORTS = {
     "TrackerConfig": "tracker",
     "TrackedObject": "tracker",
     "Turn": "mllm",
+    "StopWhen": "mllm",
     "Sa2VAError": "errors",
     "CheckpointError": "errors",
     "UnsupportedModelError": "errors",

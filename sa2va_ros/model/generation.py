@@ -23,7 +23,7 @@ from torch import nn
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .errors import InputError
-from .mllm import TextCallback
+from .mllm import StopWhen, TextCallback
 
 #: Decoding this many trailing tokens is enough to see any stop word.
 _STOP_WORD_WINDOW = 16
@@ -86,8 +86,10 @@ class _StopAndStream(StoppingCriteria):
         self._tokenizer = tokenizer
         self._prompt_length = prompt_length
         self._stop_words = tuple(stop_words)
-        self._decoder = IncrementalDecoder(tokenizer, skip_ids=stop_token_ids) if on_text else None
-        self._on_text = on_text
+        # A StopWhen reads no text: polled once per step, nothing decoded for it.
+        self._stop_when = on_text.condition if isinstance(on_text, StopWhen) else None
+        self._on_text = None if self._stop_when is not None else on_text
+        self._decoder = IncrementalDecoder(tokenizer, skip_ids=stop_token_ids) if self._on_text else None
         self._seen = 0
         self._tail: list[int] = []
         self.cancelled = False
@@ -99,7 +101,9 @@ class _StopAndStream(StoppingCriteria):
         self._seen += len(fresh)
         self._tail = (self._tail + fresh)[-_STOP_WORD_WINDOW:]
         done = False
-        if self._on_text is not None:
+        if self._stop_when is not None and self._stop_when():
+            self.cancelled = done = True
+        elif self._on_text is not None:
             for token in fresh:
                 piece = self._decoder.push(token)
                 if piece and self._on_text(piece) is False:

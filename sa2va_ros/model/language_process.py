@@ -17,7 +17,10 @@ DDS threads exist). It offers the calls the ROS node's language tasks make (``gr
   One request runs at a time (a lock), so one block suffices; it grows when an image needs more.
 * Text streams back piece by piece over the pipe and the child waits for the caller's verdict on
   each piece (one pipe round trip), so ``on_text`` returning False stops generation at the same
-  token as in-process; a shared flag carries the cancellation too.
+  token as in-process. A :class:`~sa2va_ros.model.mllm.StopWhen` (a caller that only needs to
+  cancel) streams nothing: the parent polls its condition while it waits for the result and
+  raises a shared flag that the child checks once per token. Round trips per token cost the
+  parent's interpreter lock thousands of times a second, which the tracking loop needs.
 * The child's errors come back as the same exceptions (InputError and friends); a child that
   dies is reported as a :class:`~sa2va_ros.model.errors.Sa2VAError` saying so.
 * The child is niced and has its own torch thread count (``nice``, ``threads``): as a process,
@@ -45,7 +48,7 @@ import torch
 
 from .checkpoint import SAM2_PREFIX, inspect_checkpoint, resolve_checkpoint, weight_files
 from .errors import CheckpointError, Sa2VAError
-from .mllm import DEFAULT_MAX_NEW_TOKENS, TextCallback, Turn
+from .mllm import DEFAULT_MAX_NEW_TOKENS, StopWhen, TextCallback, Turn
 from .sa2va import Grounding, SegmentResult, resolve_device, resolve_dtype
 from .sam2_prompt import Sa2VASam2
 from .tracker import StreamingTracker, TrackerConfig
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds the parent waits for the child to load the model before giving up.
 LOAD_TIMEOUT_S = 1800.0
+#: How often the parent checks a StopWhen condition while the child generates (seconds): the
+#: most a cancel waits before the child sees it.
+STOP_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -243,8 +249,13 @@ class RemoteSa2VA:
             arrays = [np.ascontiguousarray(a) for a in arrays]
             name, slots = self._frames.put(arrays)
             self._cancel.clear()
-            self._conn.send((method, name, slots, kwargs, on_text is not None))
+            stop_when = on_text if isinstance(on_text, StopWhen) else None
+            self._conn.send((method, name, slots, kwargs, on_text is not None and stop_when is None))
             while True:
+                if stop_when is not None:
+                    while not self._conn.poll(STOP_POLL_S):  # a dead child reads as EOF: no hang
+                        if stop_when.condition():
+                            self._cancel.set()
                 kind, payload = self._receive()
                 if kind == "text":
                     go_on = on_text is None or on_text(payload) is not False
@@ -347,15 +358,12 @@ def _child_main(
             buf = attached[name].buf
             arrays = [np.ndarray(s.shape, np.dtype(s.dtype), buffer=buf, offset=s.offset) for s in slots]
 
-            def on_text(piece: str, stream: bool = stream) -> bool:
-                if stream:
-                    # One round trip per piece: the caller's verdict on THIS piece, as in-process.
-                    conn.send(("text", piece))
-                    if not conn.recv():
-                        return False
-                return not cancel.is_set()
+            def on_text(piece: str) -> bool:
+                # One round trip per piece: the caller's verdict on THIS piece, as in-process.
+                conn.send(("text", piece))
+                return bool(conn.recv()) and not cancel.is_set()
 
-            result = _serve(sa2va, method, arrays, kwargs, on_text)
+            result = _serve(sa2va, method, arrays, kwargs, on_text if stream else StopWhen(cancel.is_set))
             del arrays
             conn.send(("result", _portable(result)))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sa2va_ros.model.errors import InputError
-from sa2va_ros.model.mllm import Turn
+from sa2va_ros.model.mllm import StopWhen, Turn
 from sa2va_ros.model.prompts import IMAGE_PLACEHOLDER, parse_grounded_caption, segmentation_prompt
 
 from .camera import Camera, Frame
@@ -77,6 +77,10 @@ class LanguageTasks:
 
     @staticmethod
     def _stopper(job: Job, on_text: Callable[[str], None] | None = None) -> Callable[[str], bool]:
+        """Stops generation when the job is cancelled; feeds ``on_text`` too, where given."""
+        if on_text is None:  # no text wanted: nothing decoded or streamed per token for it
+            return StopWhen(lambda: job.cancel_requested)
+
         def callback(piece: str) -> bool:
             if on_text is not None:
                 on_text(piece)
