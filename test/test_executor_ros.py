@@ -20,7 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.task import Future  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from sa2va_ros.node.executor import HandoffExecutor, InlineCallbackGroup  # noqa: E402
+from sa2va_ros.node.executor import HandoffExecutor, InlineCallbackGroup, Parked  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -145,6 +145,44 @@ def test_awaiting_coroutines_resume_and_errors_end_spin(context):
         thread.join(5)
         assert not thread.is_alive(), "a callback's exception did not end spin()"
         assert len(errors) == 1 and str(errors[0]) == "callback failed"
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+
+
+def test_a_parked_coroutine_is_resumed_only_when_its_future_is_done(context):
+    """rclpy resumes every waiting coroutine at every wake-up; one awaiting Parked is left alone."""
+    node = Node("handoff_parked", context=context)
+    executor = HandoffExecutor(2, context=context)
+    executor.add_node(node)
+    woken = [0]
+    node.create_timer(0.005, lambda: woken.__setitem__(0, woken[0] + 1))  # 200 wake-ups a second
+
+    class Counted(Parked):
+        resumed = 0
+
+        def __next__(self) -> None:
+            Counted.resumed += 1
+            return super().__next__()
+
+    gate = Future(executor=executor)
+    gate.add_done_callback(lambda _future: None)  # scheduled on the executor: that wakes it
+    result: list = []
+
+    async def parked() -> None:
+        result.append(await Counted(gate))
+
+    executor.create_task(parked)
+    thread, errors = _spin(executor)
+    try:
+        time.sleep(0.5)
+        assert woken[0] > 20, "the timer did not wake the executor"
+        assert Counted.resumed == 1, f"a parked coroutine was resumed {Counted.resumed} times, not once"
+        gate.set_result("done")
+        deadline = time.monotonic() + 5
+        while not result and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert result == ["done"] and Counted.resumed == 2 and not errors
     finally:
         executor.shutdown(timeout_sec=5)
         node.destroy_node()

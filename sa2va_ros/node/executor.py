@@ -37,7 +37,52 @@ from rclpy.executors import (
     ShutdownException,
     TimeoutException,
 )
-from rclpy.task import Task
+from rclpy.task import Future, Task
+
+
+class Parked:
+    """Awaits an rclpy Future; :class:`HandoffExecutor` does not resume the coroutine before it is done.
+
+    rclpy (Humble to Kilted) resumes every coroutine that has not finished on every wake-up of the
+    executor, because a coroutine awaiting a Future does not say what it waits for. The node's
+    service calls wait for the language model that way for seconds: with a camera at 30 Hz every
+    waiting call was handed to a pool thread at each of the frame's wake-ups only to find its
+    Future still pending, a thread switch and an interpreter-lock hand-over each time, which
+    the tracking thread paid for (README, "Parked service calls"). Awaiting through this object
+    says what the coroutine waits for. Other executors resume it as any awaitable.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future) -> None:
+        self.future = future
+
+    def __await__(self) -> Parked:
+        return self
+
+    def __iter__(self) -> Parked:
+        return self
+
+    def __next__(self) -> None:
+        if self.future.done():
+            raise StopIteration(self.future.result())
+
+    @property
+    def waiting(self) -> bool:
+        return not self.future.done()
+
+
+def _parked(task: Task) -> bool:
+    """True when the coroutine of ``task`` is suspended in a :class:`Parked` whose Future is pending.
+
+    Follows the chain of awaited coroutines (rclpy's handler -> its service wrapper -> ours). Reads
+    the Task's ``_handler`` (its coroutine; the same attribute from Humble to Kilted): where an rclpy
+    lacks it, nothing counts as parked and the executor resumes every coroutine, as rclpy's own does.
+    """
+    awaited = getattr(task, "_handler", None)
+    while inspect.iscoroutine(awaited):
+        awaited = awaited.cr_await
+    return isinstance(awaited, Parked) and awaited.waiting
 
 
 class InlineCallbackGroup(ReentrantCallbackGroup):
@@ -63,6 +108,8 @@ class HandoffExecutor(MultiThreadedExecutor):
             task, entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             task, entity = None, None
+        if task is not None and _parked(task):
+            task = None  # it is yielded again at the next wake-up; its Future's completion is one
         if task is not None and isinstance(getattr(entity, "callback_group", None), InlineCallbackGroup):
             task()
             if task.done() and task.exception() is not None:

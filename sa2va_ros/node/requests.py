@@ -29,6 +29,7 @@ from sa2va_ros.model.errors import InputError
 from sa2va_ros.model.mllm import Turn
 
 from .camera import Camera, Frame, stamp_ns
+from .executor import Parked
 from .image_codec import ImageError, image_to_rgb8, is_empty, mask_from_image
 from .language_worker import (
     CancelledError,
@@ -226,11 +227,12 @@ class RequestHandlers:
         The job's done callback completes an rclpy Future from the worker thread; the Future's
         own done callback, scheduled on the executor, wakes the executor, which resumes this
         coroutine (Humble to Kilted resume waiting coroutines whenever the executor wakes).
+        Awaited through :class:`Parked`, the node's executor leaves the coroutine alone until then.
         """
         future: Future = Future(executor=self._executor())
         future.add_done_callback(_wakes_the_executor)
         job.add_done_callback(lambda _job: future.set_result(None))
-        await future
+        await Parked(future)
 
     def _outcome(self, kind: str, job: Job) -> Any:
         """A finished job's value, every failure mapped to a RequestError."""
