@@ -15,7 +15,7 @@ Two things keep them:
   it, and two configure / request / cleanup cycles left RSS 120 MB above the first cleanup.
   :func:`tune_allocator` fixes both thresholds (which ends the dynamic raising) and caps the
   number of arenas, so big blocks are mmapped and unmapped when freed and an arena's top
-  never holds more than a few MiB.
+  never holds more than the trim threshold.
 * Free pages inside the arenas: ``malloc_trim(0)`` hands them back. It is cheap when there is
   little to give back and is rate-limited here (:class:`Trimmer`), so calling it whenever the
   language worker goes idle costs nothing measurable.
@@ -25,72 +25,34 @@ Outside glibc (musl, macOS) both are no-ops.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 import threading
 import time
 
+from sa2va_ros import glibc_malloc
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-
-def _libc_function(name: str):
-    try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
-        return None
-
-
-def _load_trim():
-    trim = _libc_function("malloc_trim")
-    if trim is None:
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_TRIM = _load_trim()
-
-#: mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-#: Blocks from this size up are mmapped (unmapped when freed); an arena trims its top above it.
-#: Big enough that a tracked frame's tensors at SAM-2's 256-1024 px stay in the arenas (their
-#: reuse costs no page faults), small enough that what stays resident per arena is bounded.
-MALLOC_THRESHOLD_BYTES = 8 << 20
+#: Blocks from this size up are mmapped (unmapped when freed). Big enough that a tracked frame's
+#: tensors at SAM-2's 256-1024 px stay in the arenas (their reuse costs no page faults), small
+#: enough that a burst of big refused commands never stays resident.
+MALLOC_MMAP_THRESHOLD_BYTES = 8 << 20
+#: An arena gives back the free memory at its top above this. A tracked frame of the demo model
+#: (SAM-2 at 256 px) needs about 12 MiB of short-lived tensors: with the top trimmed at 8 MiB
+#: each frame gave them back and faulted them in again, about 1,000 page faults and 1.7-3 ms of
+#: kernel time per 40 ms step on a CPU (README, "Page faults"); from 16 MiB up almost none
+#: (20 at 16 MiB, 7 at 32). What stays resident is bounded: this much per arena at most.
+MALLOC_TRIM_THRESHOLD_BYTES = 32 << 20
 #: Arenas (glibc's default is 8 per core): the node has two busy threads (tracking, language)
-#: and executor threads that allocate little; each arena may keep up to the threshold resident.
+#: and executor threads that allocate little; each arena may keep up to the trim threshold.
 MALLOC_ARENA_MAX = 4
-#: Environment variables through which a user chooses glibc malloc's settings themselves.
-_USER_MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def tune_allocator(environ: dict[str, str] | None = None) -> str:
-    """Fix glibc malloc's thresholds and arena count for this process; what was done, in words.
-
-    Call before threads start (arenas are made as threads first allocate). A user who set
-    glibc's malloc environment variables or ``glibc.malloc`` tunables keeps their own settings.
-    """
-    environ = os.environ if environ is None else environ
-    user = [name for name in _USER_MALLOC_ENV if name in environ]
-    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
-        user.append("GLIBC_TUNABLES")
-    if user:
-        return f"glibc malloc settings left as given ({', '.join(user)})"
-    mallopt = _libc_function("mallopt")
-    if mallopt is None:
-        return "not glibc: malloc settings unchanged"
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done = [
-        mallopt(_M_MMAP_THRESHOLD, MALLOC_THRESHOLD_BYTES),
-        mallopt(_M_TRIM_THRESHOLD, MALLOC_THRESHOLD_BYTES),
-        mallopt(_M_ARENA_MAX, MALLOC_ARENA_MAX),
-    ]
-    if not all(done):
-        return "glibc refused a malloc setting: dynamic thresholds kept"
-    return (
-        f"glibc malloc: mmap and trim thresholds fixed at {MALLOC_THRESHOLD_BYTES >> 20} MiB, "
-        f"{MALLOC_ARENA_MAX} arenas"
+    """The node's glibc malloc settings (above); what was done, in words. Call before threads start."""
+    return glibc_malloc.tune_allocator(
+        MALLOC_MMAP_THRESHOLD_BYTES, MALLOC_TRIM_THRESHOLD_BYTES, MALLOC_ARENA_MAX, environ
     )
 
 
@@ -113,7 +75,7 @@ class Trimmer:
         self.trims = 0
 
     def __call__(self, force: bool = False) -> bool:
-        if _TRIM is None:
+        if not glibc_malloc.HAS_MALLOC_TRIM:
             return False
         with self._lock:
             now = time.monotonic()
@@ -125,5 +87,4 @@ class Trimmer:
         # their memory until the next collection; the model itself is frozen (gc.freeze after
         # configure), so this pass only walks what was made since and costs a few milliseconds.
         gc.collect()
-        _TRIM(0)
-        return True
+        return glibc_malloc.malloc_trim()

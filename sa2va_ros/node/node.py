@@ -409,7 +409,11 @@ class Sa2VANode(LifecycleNode):
         gc.collect()
         gc.freeze()
         names = ", ".join(repr(c.name) for c in self._cameras)
-        where = f"; language process {model.pid}: {model.priority}" if params.language_process else ""
+        where = (
+            f"; language process {model.pid}: {model.priority}; {model.allocator}"
+            if params.language_process
+            else ""
+        )
         log.info(f"model loaded in {time.monotonic() - t0:.1f} s; cameras: {names}{where}")
         if params.language_process and params.language_sched_idle and model.priority != "SCHED_IDLE":
             log.warning(
