@@ -96,8 +96,11 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
 def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The pixels of ``msg`` as (H, W, C) in its own encoding and dtype (no colour conversion).
 
-    Honours ``step`` (row padding) and ``is_bigendian``; the result is a copy in native byte
-    order, so it stays valid after the message is gone.
+    Honours ``step`` (row padding) and ``is_bigendian``; the result is in native byte order. It
+    shares the message's buffer where nothing needs converting (rclpy's ``uint8[]`` is a writable
+    ``array.array``, which the result keeps alive): a copy of a 640x480 rgb8 frame was 0.1 ms of
+    every tracked frame. Row padding, a swapped byte order or a read-only buffer (``bytes``)
+    still get one copy.
     """
     encoding = ENCODINGS.get(msg.encoding)
     if encoding is None:
@@ -131,8 +134,10 @@ def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
     dtype = encoding.dtype
     if dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    pixels = rows.copy().view(dtype).reshape(height, width, encoding.channels)
-    return pixels.astype(encoding.dtype, copy=False)
+    if step != row_bytes or not buffer.flags.writeable:
+        rows = rows.copy()
+    pixels = rows.view(dtype).reshape(height, width, encoding.channels)
+    return pixels.astype(encoding.dtype, copy=False)  # a copy only where the byte order differs
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:

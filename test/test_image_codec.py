@@ -4,6 +4,7 @@ error (never a crash) for every malformed message."""
 from __future__ import annotations
 
 import array
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -58,6 +59,19 @@ def test_row_padding_is_skipped():
     msg = raw(RGB, "rgb8", pad=5)
     assert msg.step == 8 * 3 + 5
     assert np.array_equal(image_to_rgb8(msg), RGB)
+
+
+def test_a_frame_is_decoded_in_place_where_nothing_converts():
+    """rgb8 without row padding is a view of the message's array.array (no 900 KB copy per frame)."""
+    msg = array_to_image(RGB, encoding="rgb8")
+    out = image_to_rgb8(msg)
+    assert np.array_equal(out, RGB) and np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+    padded = raw(RGB, "rgb8", pad=5)
+    assert not np.shares_memory(image_to_rgb8(padded), np.frombuffer(padded.data, np.uint8))
+    # A read-only buffer (bytes, e.g. from a bag reader) is copied: the result is always writable.
+    frozen = SimpleNamespace(height=6, width=8, encoding="rgb8", step=24, is_bigendian=0, data=RGB.tobytes())
+    out = image_to_rgb8(frozen)
+    assert np.array_equal(out, RGB) and out.flags.writeable
 
 
 @pytest.mark.parametrize("big_endian", [False, True])
