@@ -42,6 +42,10 @@ def test_node_with_the_language_model_in_its_own_process(tmp_path):
         "presence_threshold": 0.3,
         "max_new_tokens": 16,
     }
+    pinned = len(os.sched_getaffinity(0)) >= 2
+    if pinned:  # tracking and the language model on CPUs of their own (2 CPUs are enough)
+        first, second = sorted(os.sched_getaffinity(0))[:2]
+        params.update(tracking_cpus=str(first), language_cpus=str(second))
     node = Process("sa2va_node", node_args(params), env, tmp_path)
     planner = Planner()
     for topic, kind in [("masks", Image), ("objects", ObjectArray), ("reply", Reply)]:
@@ -72,6 +76,13 @@ def test_node_with_the_language_model_in_its_own_process(tmp_path):
             os.SCHED_OTHER
         }
         assert f"language process {child.pid}: SCHED_IDLE" in node.log()
+        if pinned:  # every thread of the language process on its CPU; the tracking thread on its own
+            assert {frozenset(os.sched_getaffinity(t.id)) for t in child.threads()} == {frozenset({second})}
+            node_cpus = [
+                frozenset(os.sched_getaffinity(t.id)) for t in psutil.Process(node.proc.pid).threads()
+            ]
+            assert frozenset({first}) in node_cpus, node_cpus
+            assert node_cpus[0] == frozenset(os.sched_getaffinity(0)), "the node's main thread was pinned"
 
         reply = planner.request(Command.ADD, "add-1", text="the red circle")
         assert reply is not None and reply.success, reply and reply.message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import py_compile
 import threading
 import time
@@ -496,3 +497,23 @@ def test_a_refused_frame_stays_in_the_camera_diagnostics_until_a_frame_is_tracke
     camera.offer("frame")
     camera.stats.processed += 1
     assert report()[1] == "tracking"
+
+
+def test_cpu_lists_are_parsed_checked_and_refused_with_a_reason():
+    from sa2va_ros import cpus
+
+    assert cpus.parse_cpu_list("") == frozenset()
+    assert cpus.parse_cpu_list("0,2-4, 7") == frozenset({0, 2, 3, 4, 7})
+    assert cpus.format_cpu_list({0, 2, 3, 4, 7}) == "0,2-4,7"
+    for bad, words in [
+        ("a", "not a CPU number"),
+        ("3-1", "backwards"),
+        ("0,,1", "empty item"),
+        ("-1", "not a CPU"),
+    ]:
+        with pytest.raises(P.ParameterError, match=words):
+            P.from_values({"tracking_cpus": bad})
+    assert P.from_values({"language_cpus": "1"}).language_cpus == "1"
+    if hasattr(os, "sched_getaffinity"):
+        assert cpus.unavailable(frozenset(os.sched_getaffinity(0))) is None
+        assert "not allowed to this process" in cpus.unavailable(frozenset({4095}))

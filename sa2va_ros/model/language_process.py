@@ -23,6 +23,8 @@ DDS threads exist). It offers the calls the ROS node's language tasks make (``gr
   parent's interpreter lock thousands of times a second, which the tracking loop needs.
 * The child's errors come back as the same exceptions (InputError and friends); a child that
   dies is reported as a :class:`~sa2va_ros.model.errors.Sa2VAError` saying so.
+* ``cpus`` (Linux list syntax, e.g. ``"1"``) pins every thread of the child to those CPUs
+  (:mod:`sa2va_ros.cpus`), so that it never computes on the tracking loop's CPU.
 * The child is niced and has its own torch thread count (``nice``, ``threads``): as a process,
   every thread torch starts inherits them. With ``idle`` it runs under Linux's SCHED_IDLE policy
   instead: niceness 19 still leaves it a share of a CPU that other work wants, and the scheduler
@@ -45,6 +47,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sa2va_ros.cpus import parse_cpu_list, pin_this_process
 
 from .checkpoint import SAM2_PREFIX, inspect_checkpoint, resolve_checkpoint, weight_files
 from .errors import CheckpointError, Sa2VAError
@@ -139,6 +143,7 @@ class RemoteSa2VA:
         threads: int = 0,
         nice: int = 0,
         idle: bool = False,
+        cpus: str = "",
     ) -> None:
         self.sam2 = load_sam2(model, device, dtype)
         dt = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
@@ -149,7 +154,7 @@ class RemoteSa2VA:
         self._lock = threading.Lock()
         self._process = ctx.Process(
             target=_child_main,
-            args=(child_conn, self._cancel, str(model), device, dt, threads, nice, idle),
+            args=(child_conn, self._cancel, str(model), device, dt, threads, nice, idle, cpus),
             name="sa2va-language",
             daemon=True,
         )
@@ -334,13 +339,18 @@ def _local(payload: Any) -> Any:
 
 
 def _child_main(
-    conn, cancel, model: str, device: str, dtype: str, threads: int, nice: int, idle: bool
+    conn, cancel, model: str, device: str, dtype: str, threads: int, nice: int, idle: bool, cpus: str
 ) -> None:
     """The language process: load Sa2VA, then serve one request at a time until told to stop."""
     from sa2va_ros.glibc_malloc import tune_allocator
 
     allocator = tune_allocator(CHILD_MMAP_THRESHOLD_BYTES, CHILD_TRIM_THRESHOLD_BYTES, CHILD_MALLOC_ARENAS)
     priority = _lower_priority(nice, idle)
+    try:
+        pin_this_process(parse_cpu_list(cpus))
+    except (ValueError, OSError) as exc:  # the node checked them; a caller of this class may not have
+        conn.send(("error", Sa2VAError(f"language process: cannot run on CPUs '{cpus}': {exc}")))
+        return
     if threads > 0:
         torch.set_num_threads(threads)
     try:

@@ -50,6 +50,7 @@ from visualization_msgs.msg import MarkerArray
 from sa2va_msgs.action import Chat
 from sa2va_msgs.msg import Command, ObjectArray, Reply
 from sa2va_msgs.srv import AddObject, Ask, DescribeRegion, RemoveObjects, Segment
+from sa2va_ros import cpus
 from sa2va_ros.model.errors import InputError, Sa2VAError
 
 from . import depth as D
@@ -340,6 +341,10 @@ class Sa2VANode(LifecycleNode):
             params = self._read_params()
         except P.ParameterError as exc:
             return self._configure_failed(f"invalid parameter: {exc}")
+        for name in ("tracking_cpus", "language_cpus"):
+            problem = cpus.unavailable(cpus.parse_cpu_list(getattr(params, name)))
+            if problem:
+                return self._configure_failed(f"{name}={getattr(params, name)!r}: {problem}")
         log.info(f"loading model '{params.model}' (device {params.device}, dtype {params.dtype}) ...")
         t0 = time.monotonic()
         try:
@@ -435,6 +440,7 @@ class Sa2VANode(LifecycleNode):
                 threads=params.language_threads or max(1, (os.cpu_count() or 2) // 2),
                 nice=params.language_nice,
                 idle=params.language_sched_idle,
+                cpus=params.language_cpus,
             )
         from sa2va_ros.model import Sa2VA
 
@@ -557,6 +563,8 @@ class Sa2VANode(LifecycleNode):
     # ------------------------------------------------------------------ threads
 
     def _tracking_thread_setup(self) -> None:
+        # Before the first torch call on this thread: the torch threads it starts inherit the CPUs.
+        cpus.pin_this_thread(cpus.parse_cpu_list(self._params.tracking_cpus))
         if self._params.tracking_threads > 0:
             import torch
 
@@ -566,6 +574,8 @@ class Sa2VANode(LifecycleNode):
         import torch
 
         params = self._params
+        if not params.language_process:  # else the language process is pinned, not this relay thread
+            cpus.pin_this_thread(cpus.parse_cpu_list(params.language_cpus))
         # Per thread with torch's OpenMP backend: the tracking thread keeps its own setting.
         torch.set_num_threads(params.language_threads or max(1, (os.cpu_count() or 2) // 2))
         # With language_process the child is niced and computes; this thread only relays (a pipe

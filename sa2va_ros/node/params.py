@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sa2va_ros.cpus import parse_cpu_list
+
 #: Validation hook: returns an error message, or None when the value is acceptable.
 Check = Callable[[Any], "str | None"]
 
@@ -70,6 +72,14 @@ def _camera_names(value: Any) -> str | None:
                 f"camera '{name}' is not a relative ROS namespace (letters, digits and _ "
                 "separated by /, not starting with a digit)"
             )
+    return None
+
+
+def _cpu_list(value: Any) -> str | None:
+    try:
+        parse_cpu_list(value)
+    except ValueError as exc:
+        return f"is not a CPU list: {exc}"
     return None
 
 
@@ -158,6 +168,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("language_process", False,
               "run the language model in its own process (frames shared through shared memory): it then "
               "never holds the tracking loop's Python interpreter; SAM-2's weights are loaded twice", False),
+    ParamSpec("tracking_cpus", "",
+              "CPUs the tracking thread and its torch threads run on, in Linux list syntax (0, 2-3, 0,4-7); "
+              "empty = any", False, _cpu_list),
+    ParamSpec("language_cpus", "",
+              "CPUs the language model runs on (the language worker thread, or with language_process every "
+              "thread of the language process), Linux list syntax; empty = any. Disjoint from tracking_cpus, "
+              "the language model never takes the tracking loop's CPU", False, _cpu_list),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", False,
               _between(0.1, 3600.0)),
     # --- tracking (dynamic) ---
@@ -266,6 +283,8 @@ class NodeParams:
     language_nice: int
     language_sched_idle: bool
     language_process: bool
+    tracking_cpus: str
+    language_cpus: str
     diagnostics_period: float
     presence_threshold: float
     mask_threshold: float
