@@ -21,6 +21,7 @@ how long it really computed). Measured side by side:
    as differing idle windows (all printed) rather than as a ratio; the figure is the mean.
 
     python bench/node_latency.py [--frames 60 --seconds 10] [-p language_process:=true]
+        [-p tracking_cpus:=0 -p language_cpus:=1]
 
 The last line is JSON: {"node_overhead_ratio": ..., "busy_rate_ratio": ..., ...}.
 """
@@ -380,6 +381,8 @@ def main() -> int:
         "image_qos": args.image_qos,
         "language_process": params.get("language_process", "false"),
         "language_sched_idle": params.get("language_sched_idle", "true (default)"),
+        "tracking_cpus": params.get("tracking_cpus", ""),
+        "language_cpus": params.get("language_cpus", ""),
         "latency_ratio": round(statistics.median(ratios), 3),
         # None when no mask arrived while idle: the transport stalled (printed below), not a ratio.
         "busy_rate_ratio": round(statistics.fmean(window_ratios), 3) if window_ratios else None,
