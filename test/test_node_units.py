@@ -514,6 +514,7 @@ def test_cpu_lists_are_parsed_checked_and_refused_with_a_reason():
         with pytest.raises(P.ParameterError, match=words):
             P.from_values({"tracking_cpus": bad})
     assert P.from_values({"language_cpus": "1"}).language_cpus == "1"
+    assert P.from_values({"language_cpus": 1}).language_cpus == "1"  # -p language_cpus:=1 is an int in ROS
     if hasattr(os, "sched_getaffinity"):
         assert cpus.unavailable(frozenset(os.sched_getaffinity(0))) is None
         assert "not allowed to this process" in cpus.unavailable(frozenset({4095}))

@@ -262,6 +262,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 # fmt: on
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+#: CPU-list parameters: text, but a single CPU given as a number is accepted as one.
+_CPU_LISTS = ("tracking_cpus", "language_cpus")
 
 
 @dataclass(frozen=True)
@@ -345,6 +347,8 @@ def coerce(name: str, value: Any) -> Any:
     want = spec.type
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    elif name in _CPU_LISTS and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # ROS reads -p tracking_cpus:=1 (and YAML's 1) as an integer: one CPU
     elif want is list:
         if isinstance(value, str) or not isinstance(value, Sequence):
             raise ParameterError(f"{name} must be a list of strings, got {value!r}")
