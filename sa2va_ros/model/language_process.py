@@ -19,8 +19,8 @@ DDS threads exist). It offers the calls the ROS node's language tasks make (``gr
   each piece (one pipe round trip), so ``on_text`` returning False stops generation at the same
   token as in-process. A :class:`~sa2va_ros.model.mllm.StopWhen` (a caller that only needs to
   cancel) streams nothing: the parent polls its condition while it waits for the result and
-  raises a shared flag that the child checks once per token. Round trips per token cost the
-  parent's interpreter lock thousands of times a second, which the tracking loop needs.
+  raises a shared flag that the child checks once per token. Each round trip takes the
+  parent's interpreter lock, which the tracking loop needs, and each token was decoded for it.
 * The child's errors come back as the same exceptions (InputError and friends); a child that
   dies is reported as a :class:`~sa2va_ros.model.errors.Sa2VAError` saying so.
 * ``cpus`` (Linux list syntax, e.g. ``"1"``) pins every thread of the child to those CPUs

@@ -82,8 +82,7 @@ class LanguageTasks:
             return StopWhen(lambda: job.cancel_requested)
 
         def callback(piece: str) -> bool:
-            if on_text is not None:
-                on_text(piece)
+            on_text(piece)
             return not job.cancel_requested
 
         return callback
