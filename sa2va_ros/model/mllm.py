@@ -26,8 +26,8 @@ class StopWhen:
     Cancelling a request needs no text, and saying so lets each backend check it cheaply:
     in-process no piece is decoded per token only to be thrown away, and the language process
     checks a shared flag per token instead of sending every piece to the caller and waiting for
-    its verdict (a pipe round trip per token, thousands a second, each taking the interpreter
-    lock the tracking loop needs). ``condition`` is polled from another thread (or, across the
+    its verdict (a pipe round trip per decoded piece, each taking the interpreter lock the
+    tracking loop needs). ``condition`` is polled from another thread (or, across the
     language process, every :data:`~sa2va_ros.model.language_process.STOP_POLL_S` seconds), so
     it must be cheap and thread-safe, e.g. ``threading.Event.is_set``.
     """

@@ -38,11 +38,11 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: tensors at SAM-2's 256-1024 px stay in the arenas (their reuse costs no page faults), small
 #: enough that a burst of big refused commands never stays resident.
 MALLOC_MMAP_THRESHOLD_BYTES = 8 << 20
-#: An arena gives back the free memory at its top above this. A tracked frame of the demo model
-#: (SAM-2 at 256 px) needs about 12 MiB of short-lived tensors: with the top trimmed at 8 MiB
-#: each frame gave them back and faulted them in again, about 1,000 page faults and 1.7-3 ms of
-#: kernel time per 40 ms step on a CPU (README, "Page faults"); from 16 MiB up almost none
-#: (20 at 16 MiB, 7 at 32). What stays resident is bounded: this much per arena at most.
+#: An arena gives back the free memory at its top above this. With it at 8 MiB, each tracked
+#: frame of the demo model (SAM-2 at 256 px) gave its short-lived tensors back and faulted them
+#: in again at the next: 961-2,389 page faults (4-9 MiB) and 1.7-3 ms of kernel time per 40 ms
+#: step on a CPU (README, "Page faults"); from 16 MiB up almost none (20 per frame at 16 MiB, 7
+#: at 32). What stays resident is bounded: this much per arena at most.
 MALLOC_TRIM_THRESHOLD_BYTES = 32 << 20
 #: Arenas (glibc's default is 8 per core): the node has two busy threads (tracking, language)
 #: and executor threads that allocate little; each arena may keep up to the trim threshold.

@@ -579,7 +579,7 @@ class Sa2VANode(LifecycleNode):
         # Per thread with torch's OpenMP backend: the tracking thread keeps its own setting.
         torch.set_num_threads(params.language_threads or max(1, (os.cpu_count() or 2) // 2))
         # With language_process the child is niced and computes; this thread only relays (a pipe
-        # round trip per token, the reply's messages). Niced, it would be preempted by any other
+        # round trip per streamed piece, the reply's messages). Niced, it would be preempted by any other
         # job while holding the interpreter lock, and the tracking loop would wait for it.
         if params.language_nice > 0 and not params.language_process and hasattr(os, "setpriority"):
             # Linux: niceness is per thread (and inherited by the threads torch starts from it).
