@@ -3,11 +3,13 @@
 * configure: read the parameters, load the model (slow: logged), one tracker per camera,
   output publishers. A model that cannot be loaded fails the transition with the reason and
   how to fix it; the node stays up, unconfigured. No random-weight fallback, ever.
-* activate: image subscriptions, the tracking loop thread, the language worker thread.
+* activate: image subscriptions, the frame intake thread, the tracking loop thread, the
+  language worker thread.
 * deactivate: the reverse; cleanup frees the model and the GPU.
 
-Threads: image callbacks only store the newest frame (camera.py); the tracking loop
-(tracking.py) runs every new frame; the language worker (language_worker.py) runs every
+Threads: the frame intake (frame_intake.py) takes camera frames from their subscriptions, not
+the executor, and stores the newest one (camera.py); the tracking loop (tracking.py) runs every
+new frame; the language worker (language_worker.py) runs every
 command, service and chat goal through a bounded queue. Services, the action and commands
 exist from start-up in their own callback groups of a multi-threaded executor (executor.py:
 rclpy's own busy-loops while the tracker computes), so a request
@@ -59,6 +61,7 @@ from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
 from .executor import InlineCallbackGroup
+from .frame_intake import FrameIntake, TakenByFrameIntake
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
 from .load_errors import load_hint
@@ -139,6 +142,7 @@ class Sa2VANode(LifecycleNode):
         self._cameras: list[Camera] = []
         self._scheduler: FrameScheduler | None = None
         self._tracking: TrackingLoop | None = None
+        self._intake: FrameIntake | None = None
         self._worker: LanguageWorker | None = None
         self._command_subs: list = []
         self._warn_throttled = WarnThrottle(self.get_logger())
@@ -149,7 +153,9 @@ class Sa2VANode(LifecycleNode):
         self._transition_lock = threading.Lock()
 
         self._request_group = ReentrantCallbackGroup()
-        # Image callbacks only store the newest frame: the executor runs them in its own thread.
+        # Camera frames are taken by a FrameIntake thread, never by the executor; depth and camera
+        # info callbacks only store the newest message: the executor runs them in its own thread.
+        self._frame_group = TakenByFrameIntake()
         self._image_group = InlineCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._requests = RequestHandlers(
@@ -288,9 +294,10 @@ class Sa2VANode(LifecycleNode):
     @property
     def executor_threads(self) -> int:
         """Pool threads for what may run at once: a lifecycle transition (configure loads the
-        model), the timer and short request callbacks. Image callbacks run in the executor's
-        spinning thread (InlineCallbackGroup) and requests waiting for the language worker hold
-        none (they are coroutines), so neither the cameras nor the queue size play a part.
+        model), the timer and short request callbacks. Camera frames never reach the executor
+        (frame_intake.py), depth and camera info callbacks run in its spinning thread
+        (InlineCallbackGroup) and requests waiting for the language worker hold none (they are
+        coroutines), so neither the cameras nor the queue size play a part.
         """
         return 4
 
@@ -468,6 +475,8 @@ class Sa2VANode(LifecycleNode):
             self._scheduler, self._process_frame, self._on_tracking_error, self._tracking_thread_setup
         )
         self._tracking.start()
+        self._intake = FrameIntake(self.context, self._scheduler, self._cameras, self._on_intake_error)
+        self._intake.start()
         self._requests.serve(Serving(self._cameras, self._tasks, self._worker, self._model.sam2))
         self._phase = "active"
         topics = ", ".join(c.subscription.topic_name for c in self._cameras)
@@ -510,6 +519,9 @@ class Sa2VANode(LifecycleNode):
         self._requests.serve(None)
         if self._phase == "active":
             self._phase = "inactive"
+        if self._intake is not None:
+            self._intake.stop()  # before its subscriptions go
+            self._intake = None
         for camera in self._cameras:
             if camera.subscription is not None:
                 entities.destroy(camera.subscription, self.destroy_subscription)
@@ -550,6 +562,7 @@ class Sa2VANode(LifecycleNode):
         self._params = None  # the next configure reads the parameters again
         self._phase = "unconfigured"
         self._tracking = None
+        self._intake = None
         self._worker = None
         self._scheduler = None
         gc.unfreeze()  # frozen at configure; the released model must become collectable again
@@ -614,9 +627,10 @@ class Sa2VANode(LifecycleNode):
         camera.subscription = self.create_subscription(
             CompressedImage if compressed else Image,
             topic,
+            # Called only by an executor that ignores the group (rclpy's never do): still correct.
             lambda msg, c=camera: scheduler.offer(c, msg),
             qos,
-            callback_group=self._image_group,
+            callback_group=self._frame_group,
             event_callbacks=events,
         )
         if camera.depth is not None:
@@ -748,6 +762,13 @@ class Sa2VANode(LifecycleNode):
                 f"camera '{camera.name}': tracking failed on a frame (continuing):\n"
                 + "".join(traceback.format_exception(exc)),
             )
+
+    def _on_intake_error(self, camera: Camera, exc: BaseException) -> None:
+        if not self.context.ok():
+            return
+        camera.stats.bad_frames += 1
+        camera.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._warn_throttled(f"take:{camera.name}", f"camera '{camera.name}': could not take a frame: {exc}")
 
     def _on_incompatible_qos(self, camera: Camera, info: Any) -> None:
         self._warn_qos(camera, f"incompatible policy {getattr(info, 'last_policy_kind', '?')}")
