@@ -95,6 +95,13 @@ class FrameIntake:
         self._wake.destroy()  # rclpy ignores a second destroy
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # noqa: BLE001 - logged; nothing else takes the frames then
+            if self._context.ok():  # (a shut-down context ends waiting too: not worth a word)
+                log.exception("camera frames are no longer taken: waiting for them failed")
+
+    def _serve(self) -> None:
         sources = [(camera, camera.subscription) for camera in self._cameras]
         handlers = [handler for _camera, sub in sources for handler in getattr(sub, "event_handlers", ())]
         events = sum(handler.get_num_entities().num_events for handler in handlers)
@@ -113,12 +120,7 @@ class FrameIntake:
                 for handler in handlers:
                     handler.add_to_wait_set(wait_set)
                 wait_set.add_guard_condition(self._wake.handle)
-                try:
-                    wait_set.wait(int(WAIT_S * 1e9))  # releases the interpreter lock while it waits
-                except Exception:  # noqa: BLE001 - logged; nothing else can take the frames then
-                    if self._context.ok():
-                        log.exception("camera frames are no longer taken: waiting for them failed")
-                    return
+                wait_set.wait(int(WAIT_S * 1e9))  # releases the interpreter lock while it waits
                 for handler in handlers:
                     if handler.is_ready(wait_set):
                         self._handle_event(handler)
