@@ -1,8 +1,8 @@
 """Per-camera state: the newest-frame slot, the tracker, the last results and recent frames.
 
 One node serves several cameras with one model; each camera keeps its own tracker, objects
-and statistics here. The image callback only calls :meth:`Camera.offer` (store the message,
-count the one it replaces as dropped): decoding and tracking happen on the tracking thread,
+and statistics here. The frame intake (frame_intake.py) only calls :meth:`Camera.offer` (store
+the message, count the one it replaces as dropped): decoding and tracking happen on the tracking thread,
 so a slow model never backs up a DDS queue and a stale frame is never processed.
 :class:`FrameScheduler` hands cameras with a waiting frame to the tracking loop in
 round-robin order, so a fast camera cannot starve a slow one.
@@ -94,7 +94,7 @@ class Camera:
         """This camera's topic ``name`` (relative, so the node namespace applies)."""
         return self.prefix + name
 
-    # -- the image callback side -------------------------------------------------------------
+    # -- the frame intake side ---------------------------------------------------------------
 
     def offer(self, msg: Any) -> bool:
         """Keep ``msg`` as the newest frame. Returns True when it replaced an unprocessed one."""

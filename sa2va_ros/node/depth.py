@@ -3,9 +3,9 @@
 ROS wiring around :mod:`sa2va_ros.depth3d` (the geometry, ROS-free). Per camera, with
 ``depth_enabled``:
 
-* the depth callback only stores the message in a :class:`StampPairer` (no decoding: an
-  unpaired frame costs nothing); the camera_info callback rebuilds the calibration when it
-  changes (its undistortion table is cached);
+* the depth callback (on the frame intake thread) only stores the message in a
+  :class:`StampPairer` (no decoding: an unpaired frame costs nothing); the camera_info callback
+  rebuilds the calibration when it changes (its undistortion table is cached);
 * on the tracking thread, right after the tracker step, each colour frame takes the depth
   frame with its stamp (or the nearest within ``depth_slop``); the drawn objects' masks give
   their 3D fields on ``objects``. A frame without a partner is tracked in 2D as always and
@@ -102,7 +102,7 @@ class CameraDepth:
         self.last_cloud = 0.0
         self._reported = (0, 0)  # pairing counters at the previous diagnostics report
 
-    # -- callbacks (executor threads) ---------------------------------------------------------
+    # -- the frame intake thread (frame_intake.py) --------------------------------------------
 
     def on_depth(self, msg: Image) -> None:
         self.pairer.add(stamp_ns(msg.header.stamp), msg)

@@ -17,10 +17,10 @@ a pool thread is free; when none is, it could not hand over anything else either
 is the stock executor's: the same wait set, callback groups, coroutines (one that awaits is resumed
 on a later wake-up) and a callback's exception still ends ``spin()`` in the spinning thread.
 
-Callbacks in an :class:`InlineCallbackGroup` (the node's depth and camera info callbacks, which
-only store the newest message) run in the spinning thread itself: a hand-over to a pool thread would
-cost each message a thread switch and an interpreter-lock hand-over for microseconds of work. (Camera
-frames do not pass through the executor at all: frame_intake.py.)
+Callbacks in an :class:`InlineCallbackGroup` (ones that only store a message) run in the spinning
+thread itself: a hand-over to a pool thread would cost each message a thread switch and an
+interpreter-lock hand-over for microseconds of work. (The node's camera input no longer passes
+through the executor at all: frame_intake.py.)
 """
 
 from __future__ import annotations

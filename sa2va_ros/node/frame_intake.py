@@ -1,4 +1,4 @@
-"""Camera frames taken from their subscriptions by a thread of their own, not by the executor.
+"""Camera input taken from its subscriptions by a thread of its own, not by the executor.
 
 Why: rclpy's executors take a message in Python after walking every entity of the node on each
 wake-up: building the wait set from every subscription, timer, service, client and waitable, and
@@ -7,13 +7,18 @@ parameter services, the Chat action, the command topics, the timer), so each cam
 that walk before its callback ran, while the tracking thread waited for the interpreter
 (README, "Frames taken without the executor"). rclpy has no public call that waits on chosen
 subscriptions only, so this module does what ``rclpy.wait_for_message`` does (Humble to Kilted):
-a wait set of its own holding just the camera subscriptions and a guard condition to stop it.
+a wait set of its own holding just the camera subscriptions (colour, and with depth enabled the
+depth image and camera_info) and a guard condition to stop it.
 
 The subscriptions stay the node's own (same names, remappings, QoS and graph entries); their
 callback group, :class:`TakenByFrameIntake`, keeps executors away from them and from their QoS
-event handlers (message lost, incompatible QoS), which this thread serves too. A frame is taken
-once, here, and offered to the :class:`~.camera.FrameScheduler` exactly as the callback did
-before (counted; an older unprocessed frame is dropped and counted).
+event handlers (message lost, incompatible QoS), which this thread serves too. A message is
+taken once, here, and handed to what the callback did before: a colour frame to the
+:class:`~.camera.FrameScheduler` (counted; an older unprocessed frame dropped and counted), a
+depth image or camera_info to the camera's depth stage. Depth is taken before colour when both
+wait: a colour frame's depth (published first by RGB-D drivers) is then there when the tracking
+thread pairs them after its step; with depth left on the executor it sometimes was not yet (the
+RGB-D node test failed once in four runs).
 
 The event handlers are served here rather than by the executor because, with a subscription's
 event handlers in its wait set, the executor woke while that subscription's messages arrived
@@ -29,6 +34,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.context import Context
@@ -38,7 +45,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.subscription import Subscription
 from rclpy.waitable import Waitable
 
-from .camera import Camera, FrameScheduler
+from .camera import Camera
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +65,27 @@ class TakenByFrameIntake(ReentrantCallbackGroup):
         return False
 
 
+@dataclass(frozen=True)
+class Source:
+    """One subscription of a camera and what each of its messages goes to."""
+
+    camera: Camera
+    subscription: Subscription
+    deliver: Callable[[Any], None]
+
+
 class FrameIntake:
-    """Waits on the cameras' subscriptions and offers every frame to the scheduler as it arrives."""
+    """Waits on the cameras' subscriptions and delivers every message as it arrives."""
 
     def __init__(
         self,
         context: Context,
-        scheduler: FrameScheduler,
-        cameras: Sequence[Camera],
+        sources: Sequence[Source],
         on_error: Callable[[Camera, BaseException], None],
     ) -> None:
+        """``sources`` in the order their messages are taken when several wait (depth before colour)."""
         self._context = context
-        self._scheduler = scheduler
-        self._cameras = [c for c in cameras if c.subscription is not None]
+        self._sources = list(sources)
         self._on_error = on_error
         self._stop = threading.Event()
         self._wake = GuardCondition(None, None, context=context)
@@ -102,21 +117,21 @@ class FrameIntake:
                 log.exception("camera frames are no longer taken: waiting for them failed")
 
     def _serve(self) -> None:
-        sources = [(camera, camera.subscription) for camera in self._cameras]
-        handlers = [handler for _camera, sub in sources for handler in getattr(sub, "event_handlers", ())]
+        sources = self._sources
+        handlers = [h for source in sources for h in getattr(source.subscription, "event_handlers", ())]
         events = sum(handler.get_num_entities().num_events for handler in handlers)
         with contextlib.ExitStack() as in_use:
             # Held for the thread's life: a subscription destroyed meanwhile is freed after it ends.
-            for _camera, sub in sources:
-                in_use.enter_context(sub.handle)
+            for source in sources:
+                in_use.enter_context(source.subscription.handle)
             for handler in handlers:
                 in_use.enter_context(handler)
             in_use.enter_context(self._wake.handle)
             wait_set = _rclpy.WaitSet(len(sources), 1, 0, 0, 0, events, self._context.handle)
             while not self._stop.is_set() and self._context.ok():
                 wait_set.clear_entities()
-                for _camera, sub in sources:
-                    wait_set.add_subscription(sub.handle)
+                for source in sources:
+                    wait_set.add_subscription(source.subscription.handle)
                 for handler in handlers:
                     handler.add_to_wait_set(wait_set)
                 wait_set.add_guard_condition(self._wake.handle)
@@ -125,9 +140,9 @@ class FrameIntake:
                     if handler.is_ready(wait_set):
                         self._handle_event(handler)
                 ready = wait_set.get_ready_entities("subscription")
-                for camera, sub in sources:
-                    if sub.handle.pointer in ready:
-                        self._take_all(camera, sub)
+                for source in sources:
+                    if source.subscription.handle.pointer in ready:
+                        self._take_all(source)
 
     @staticmethod
     def _handle_event(handler: Waitable) -> None:
@@ -146,14 +161,15 @@ class FrameIntake:
         except Exception:  # noqa: BLE001 - a failing warning must not stop the frames
             log.exception("a camera subscription's event callback failed")
 
-    def _take_all(self, camera: Camera, sub: Subscription) -> None:
-        """Offer every message waiting on ``sub`` to ``camera`` (the newest one wins its slot)."""
+    def _take_all(self, source: Source) -> None:
+        """Deliver every message waiting on ``source`` (for colour, the newest one wins the slot)."""
+        sub = source.subscription
         while not self._stop.is_set():
             try:
                 taken = sub.handle.take_message(sub.msg_type, sub.raw)
-            except Exception as exc:  # noqa: BLE001 - a message the middleware cannot hand over
-                self._on_error(camera, exc)
+                if taken is None:
+                    return
+                source.deliver(taken[0])
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
+                self._on_error(source.camera, exc)
                 return
-            if taken is None:
-                return
-            self._scheduler.offer(camera, taken[0])

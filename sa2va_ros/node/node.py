@@ -7,8 +7,8 @@
   language worker thread.
 * deactivate: the reverse; cleanup frees the model and the GPU.
 
-Threads: the frame intake (frame_intake.py) takes camera frames from their subscriptions, not
-the executor, and stores the newest one (camera.py); the tracking loop (tracking.py) runs every
+Threads: the frame intake (frame_intake.py) takes camera input from its subscriptions, not
+the executor, and stores the newest frame (camera.py); the tracking loop (tracking.py) runs every
 new frame; the language worker (language_worker.py) runs every
 command, service and chat goal through a bounded queue. Services, the action and commands
 exist from start-up in their own callback groups of a multi-threaded executor (executor.py:
@@ -19,6 +19,7 @@ made while the model loads or the node is inactive gets a clear answer instead o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import os
 import threading
@@ -60,8 +61,7 @@ from . import detections, entities
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
-from .executor import InlineCallbackGroup
-from .frame_intake import FrameIntake, TakenByFrameIntake
+from .frame_intake import FrameIntake, Source, TakenByFrameIntake
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
 from .load_errors import load_hint
@@ -153,10 +153,9 @@ class Sa2VANode(LifecycleNode):
         self._transition_lock = threading.Lock()
 
         self._request_group = ReentrantCallbackGroup()
-        # Camera frames are taken by a FrameIntake thread, never by the executor; depth and camera
-        # info callbacks only store the newest message: the executor runs them in its own thread.
-        self._frame_group = TakenByFrameIntake()
-        self._image_group = InlineCallbackGroup()
+        # Camera input (colour, depth, camera_info) is taken by a FrameIntake thread, never by
+        # the executor.
+        self._camera_group = TakenByFrameIntake()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._requests = RequestHandlers(
             self.get_fully_qualified_name(),
@@ -294,9 +293,8 @@ class Sa2VANode(LifecycleNode):
     @property
     def executor_threads(self) -> int:
         """Pool threads for what may run at once: a lifecycle transition (configure loads the
-        model), the timer and short request callbacks. Camera frames never reach the executor
-        (frame_intake.py), depth and camera info callbacks run in its spinning thread
-        (InlineCallbackGroup) and requests waiting for the language worker hold none (they are
+        model), the timer and short request callbacks. Camera input never reaches the executor
+        (frame_intake.py) and requests waiting for the language worker hold none (they are
         coroutines), so neither the cameras nor the queue size play a part.
         """
         return 4
@@ -475,7 +473,7 @@ class Sa2VANode(LifecycleNode):
             self._scheduler, self._process_frame, self._on_tracking_error, self._tracking_thread_setup
         )
         self._tracking.start()
-        self._intake = FrameIntake(self.context, self._scheduler, self._cameras, self._on_intake_error)
+        self._intake = FrameIntake(self.context, self._intake_sources(), self._on_intake_error)
         self._intake.start()
         self._requests.serve(Serving(self._cameras, self._tasks, self._worker, self._model.sam2))
         self._phase = "active"
@@ -630,17 +628,29 @@ class Sa2VANode(LifecycleNode):
             # Called only by an executor that ignores the group (rclpy's never do): still correct.
             lambda msg, c=camera: scheduler.offer(c, msg),
             qos,
-            callback_group=self._frame_group,
+            callback_group=self._camera_group,
             event_callbacks=events,
         )
         if camera.depth is not None:
             depth_topic, info_topic = self._depth_topics(camera, params)
             camera.depth.depth_sub = self.create_subscription(
-                Image, depth_topic, camera.depth.on_depth, qos, callback_group=self._image_group
+                Image, depth_topic, camera.depth.on_depth, qos, callback_group=self._camera_group
             )
             camera.depth.info_sub = self.create_subscription(
-                CameraInfo, info_topic, camera.depth.on_info, qos, callback_group=self._image_group
+                CameraInfo, info_topic, camera.depth.on_info, qos, callback_group=self._camera_group
             )
+
+    def _intake_sources(self) -> list[Source]:
+        """Every camera subscription for the FrameIntake, depth and camera_info before colour."""
+        sources: list[Source] = []
+        for camera in self._cameras:
+            if camera.depth is not None:
+                sources.append(Source(camera, camera.depth.depth_sub, camera.depth.on_depth))
+                sources.append(Source(camera, camera.depth.info_sub, camera.depth.on_info))
+            sources.append(
+                Source(camera, camera.subscription, functools.partial(self._scheduler.offer, camera))
+            )
+        return sources
 
     def _output(self, msg_type: Any, topic: str, qos: QoSProfile | int, lifecycle: bool = True) -> Any:
         """A publisher without rclpy's default QoS-event handlers (incompatible QoS / type warnings).
@@ -752,8 +762,7 @@ class Sa2VANode(LifecycleNode):
     def _on_tracking_error(self, camera: Camera, exc: BaseException) -> None:
         if not self.context.ok():
             return  # publishing failed because ROS shut down (Ctrl-C): not a tracking problem
-        camera.stats.bad_frames += 1
-        camera.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._count_bad_frame(camera, exc)
         if isinstance(exc, InputError):
             self._warn_throttled(f"track:{camera.name}", f"camera '{camera.name}': frame skipped: {exc}")
         else:
@@ -766,9 +775,15 @@ class Sa2VANode(LifecycleNode):
     def _on_intake_error(self, camera: Camera, exc: BaseException) -> None:
         if not self.context.ok():
             return
+        self._count_bad_frame(camera, exc)
+        self._warn_throttled(
+            f"take:{camera.name}", f"camera '{camera.name}': could not take or store a message: {exc}"
+        )
+
+    @staticmethod
+    def _count_bad_frame(camera: Camera, exc: BaseException) -> None:
         camera.stats.bad_frames += 1
         camera.stats.last_error = f"{type(exc).__name__}: {exc}"
-        self._warn_throttled(f"take:{camera.name}", f"camera '{camera.name}': could not take a frame: {exc}")
 
     def _on_incompatible_qos(self, camera: Camera, info: Any) -> None:
         self._warn_qos(camera, f"incompatible policy {getattr(info, 'last_policy_kind', '?')}")
