@@ -50,7 +50,8 @@ from .camera import Camera
 log = logging.getLogger(__name__)
 
 #: How long one wait may block before the thread looks at its stop flag again (the guard condition
-#: wakes it at once on stop; this only bounds a stop that raced with building the wait set).
+#: wakes it at once on stop; this bounds a stop that raced with building the wait set, and Ctrl-C,
+#: which shuts ROS down without triggering it).
 WAIT_S = 0.5
 
 
@@ -88,6 +89,7 @@ class FrameIntake:
         self._sources = list(sources)
         self._on_error = on_error
         self._stop = threading.Event()
+        # Not node.create_guard_condition: that one would be the node's, in the executor's wait set.
         self._wake = GuardCondition(None, None, context=context)
         self._thread: threading.Thread | None = None
 
