@@ -13,7 +13,7 @@ depth image and camera_info) and a guard condition to stop it.
 The subscriptions stay the node's own (same names, remappings, QoS and graph entries); their
 callback group, :class:`TakenByFrameIntake`, keeps executors away from them and from their QoS
 event handlers (message lost, incompatible QoS), which this thread serves too. A message is
-taken once, here, and handed to what the callback did before: a colour frame to the
+taken once, here, and handed to the subscription's own callback: a colour frame to the
 :class:`~.camera.FrameScheduler` (counted; an older unprocessed frame dropped and counted), a
 depth image or camera_info to the camera's depth stage. Depth is taken before colour when both
 wait: a colour frame's depth (published first by RGB-D drivers) is then there when the tracking
@@ -34,8 +34,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.context import Context
@@ -66,25 +64,17 @@ class TakenByFrameIntake(ReentrantCallbackGroup):
         return False
 
 
-@dataclass(frozen=True)
-class Source:
-    """One subscription of a camera and what each of its messages goes to."""
-
-    camera: Camera
-    subscription: Subscription
-    deliver: Callable[[Any], None]
-
-
 class FrameIntake:
-    """Waits on the cameras' subscriptions and delivers every message as it arrives."""
+    """Waits on the cameras' subscriptions and runs each one's callback on every message as it arrives."""
 
     def __init__(
         self,
         context: Context,
-        sources: Sequence[Source],
+        sources: Sequence[tuple[Camera, Subscription]],
         on_error: Callable[[Camera, BaseException], None],
     ) -> None:
-        """``sources`` in the order their messages are taken when several wait (depth before colour)."""
+        """``sources``: each subscription with its camera, in the order their messages are taken
+        when several wait (depth before colour)."""
         self._context = context
         self._sources = list(sources)
         self._on_error = on_error
@@ -120,20 +110,20 @@ class FrameIntake:
 
     def _serve(self) -> None:
         sources = self._sources
-        handlers = [h for source in sources for h in getattr(source.subscription, "event_handlers", ())]
+        handlers = [h for _camera, sub in sources for h in getattr(sub, "event_handlers", ())]
         events = sum(handler.get_num_entities().num_events for handler in handlers)
         with contextlib.ExitStack() as in_use:
             # Held for the thread's life: a subscription destroyed meanwhile is freed after it ends.
-            for source in sources:
-                in_use.enter_context(source.subscription.handle)
+            for _camera, sub in sources:
+                in_use.enter_context(sub.handle)
             for handler in handlers:
                 in_use.enter_context(handler)
             in_use.enter_context(self._wake.handle)
             wait_set = _rclpy.WaitSet(len(sources), 1, 0, 0, 0, events, self._context.handle)
             while not self._stop.is_set() and self._context.ok():
                 wait_set.clear_entities()
-                for source in sources:
-                    wait_set.add_subscription(source.subscription.handle)
+                for _camera, sub in sources:
+                    wait_set.add_subscription(sub.handle)
                 for handler in handlers:
                     handler.add_to_wait_set(wait_set)
                 wait_set.add_guard_condition(self._wake.handle)
@@ -142,9 +132,9 @@ class FrameIntake:
                     if handler.is_ready(wait_set):
                         self._handle_event(handler)
                 ready = wait_set.get_ready_entities("subscription")
-                for source in sources:
-                    if source.subscription.handle.pointer in ready:
-                        self._take_all(source)
+                for camera, sub in sources:
+                    if sub.handle.pointer in ready:
+                        self._take_all(camera, sub)
 
     @staticmethod
     def _handle_event(handler: Waitable) -> None:
@@ -163,15 +153,14 @@ class FrameIntake:
         except Exception:  # noqa: BLE001 - a failing warning must not stop the frames
             log.exception("a camera subscription's event callback failed")
 
-    def _take_all(self, source: Source) -> None:
-        """Deliver every message waiting on ``source`` (for colour, the newest one wins the slot)."""
-        sub = source.subscription
+    def _take_all(self, camera: Camera, sub: Subscription) -> None:
+        """Run ``sub``'s callback on every message waiting (for colour, the newest one wins the slot)."""
         while not self._stop.is_set():
             try:
                 taken = sub.handle.take_message(sub.msg_type, sub.raw)
                 if taken is None:
                     return
-                source.deliver(taken[0])
+                sub.callback(taken[0])
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
-                self._on_error(source.camera, exc)
+                self._on_error(camera, exc)
                 return

@@ -19,7 +19,6 @@ made while the model loads or the node is inactive gets a clear answer instead o
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import os
 import threading
@@ -61,7 +60,7 @@ from . import detections, entities
 from . import params as P
 from .camera import Camera, Frame, FrameScheduler
 from .diagnostics import Diagnostics, NodeSnapshot
-from .frame_intake import FrameIntake, Source, TakenByFrameIntake
+from .frame_intake import FrameIntake, TakenByFrameIntake
 from .image_codec import ImageError, array_to_image, message_to_rgb8
 from .language_worker import LanguageWorker, QueueFullError, WorkerStoppedError
 from .load_errors import load_hint
@@ -625,8 +624,7 @@ class Sa2VANode(LifecycleNode):
         camera.subscription = self.create_subscription(
             CompressedImage if compressed else Image,
             topic,
-            # Called only by an executor that ignores the group (rclpy's never do): still correct.
-            lambda msg, c=camera: scheduler.offer(c, msg),
+            lambda msg, c=camera: scheduler.offer(c, msg),  # called by the FrameIntake thread
             qos,
             callback_group=self._camera_group,
             event_callbacks=events,
@@ -640,16 +638,13 @@ class Sa2VANode(LifecycleNode):
                 CameraInfo, info_topic, camera.depth.on_info, qos, callback_group=self._camera_group
             )
 
-    def _intake_sources(self) -> list[Source]:
+    def _intake_sources(self) -> list[tuple[Camera, Any]]:
         """Every camera subscription for the FrameIntake, depth and camera_info before colour."""
-        sources: list[Source] = []
+        sources: list[tuple[Camera, Any]] = []
         for camera in self._cameras:
             if camera.depth is not None:
-                sources.append(Source(camera, camera.depth.depth_sub, camera.depth.on_depth))
-                sources.append(Source(camera, camera.depth.info_sub, camera.depth.on_info))
-            sources.append(
-                Source(camera, camera.subscription, functools.partial(self._scheduler.offer, camera))
-            )
+                sources += [(camera, camera.depth.depth_sub), (camera, camera.depth.info_sub)]
+            sources.append((camera, camera.subscription))
         return sources
 
     def _output(self, msg_type: Any, topic: str, qos: QoSProfile | int, lifecycle: bool = True) -> Any:
